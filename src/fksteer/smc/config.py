@@ -1,0 +1,170 @@
+"""Configuration of a steering run: `FKConfig` and the lambda schedules.
+
+    from fksteer import FKConfig
+    from fksteer.smc.config import LinearRamp
+
+`FKConfig` is frozen and validated when it is built: a wrong value raises a ValueError naming the
+field, the value and the fix. Values that depend on the model (``resample_start`` against the
+number of steps) are checked by :meth:`FKConfig.scoring_steps` when a run starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["FKConfig", "LinearRamp", "POTENTIALS", "METHODS", "lambda_at"]
+
+#: Potential families. Each multiplies in its own intermediate potentials and a final correction
+#: so that the product along a path is exp(lambda * r(x_0)): they all target the same law.
+POTENTIALS = ("difference", "max", "sum", "immediate")
+
+#: What `steer` can run through the same code path: FK steering and its baselines.
+METHODS = ("fk", "base", "best_of_n", "importance")
+
+
+@dataclass(frozen=True)
+class LinearRamp:
+    """lambda growing linearly from ``start`` at step 0 to ``end`` at the final sample.
+
+    With ``num_steps`` steps, step ``i`` uses ``start + (end - start) * i / num_steps``; the final
+    potential (``i == num_steps``) uses ``end``, so the run targets p(x_0) exp(end * r(x_0)) / Z.
+    """
+
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(
+                    f"LinearRamp.{name} must be a finite number, got {value!r}: "
+                    "pass e.g. LinearRamp(start=0.0, end=10.0)."
+                )
+
+    def __call__(self, step: int, num_steps: int) -> float:
+        return float(self.start + (self.end - self.start) * step / num_steps)
+
+
+def lambda_at(lmbda: float | LinearRamp, step: int, num_steps: int) -> float:
+    """The tilt lambda at ``step`` (``num_steps`` means the final potential)."""
+    if isinstance(lmbda, (int, float)):
+        return float(lmbda)
+    value = float(lmbda(step, num_steps))
+    if not math.isfinite(value):
+        raise ValueError(f"the lambda schedule {lmbda!r} gave {value} at step {step}")
+    return value
+
+
+def _fail(field: str, value: Any, fix: str) -> None:
+    raise ValueError(f"FKConfig.{field}={value!r} is invalid: {fix}")
+
+
+@dataclass(frozen=True)
+class FKConfig:
+    """How to steer: particles, potential, tilt, resampling scheme and schedule.
+
+    Attributes:
+        num_particles: K, particles per prompt (group).
+        potential: ``"difference"`` exp(lambda_i r_i - lambda_prev r_prev), ``"max"``
+            exp(lambda_i max_{j<=i} r_j), ``"sum"`` exp(lambda_i sum_{j<=i} r_j) or
+            ``"immediate"`` exp(lambda_i r_i), with r_i the reward of the clean-sample prediction
+            at scoring step i. The final step multiplies by exp(lambda r(x_0)) over the product
+            of the potentials already applied to the particle's path, so every choice targets
+            p(x_0) exp(lambda r(x_0)) / Z; the choice only changes the variance.
+        lmbda: the tilt, a float or a schedule called as ``lmbda(step, num_steps)`` (e.g.
+            :class:`LinearRamp`); the value at ``num_steps`` defines the target.
+        resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
+        ess_threshold: adaptive resampling: at a scoring step, a group resamples only when its
+            effective sample size falls below ``ess_threshold * num_particles``; otherwise its
+            weights carry over to the next scoring step. ``None`` resamples at every scoring step.
+        resample_every, resample_start, resample_end: potentials apply at step i (counted from
+            the noisiest, 0 .. num_steps-1) when ``resample_start <= i <= resample_end`` and
+            ``(i - resample_start) % resample_every == 0``; ``resample_end=None`` means the last
+            step. The final potential always applies to the final sample.
+    """
+
+    num_particles: int = 4
+    potential: str = "difference"
+    lmbda: float | LinearRamp = 10.0
+    resampling: str = "systematic"
+    ess_threshold: float | None = None
+    resample_every: int = 1
+    resample_start: int = 0
+    resample_end: int | None = None
+
+    def __post_init__(self) -> None:
+        # Imported here so that config stays importable on its own; resampling has no deps.
+        from fksteer.smc.resampling import RESAMPLING_SCHEMES
+
+        if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int):
+            _fail("num_particles", self.num_particles, "pass a positive int, e.g. 8.")
+        if self.num_particles < 1:
+            _fail("num_particles", self.num_particles, "pass a positive int, e.g. 8.")
+        if self.potential not in POTENTIALS:
+            _fail("potential", self.potential, f"choose one of {', '.join(POTENTIALS)}.")
+        if isinstance(self.lmbda, bool):
+            _fail("lmbda", self.lmbda, "pass a finite float or a schedule such as LinearRamp.")
+        if isinstance(self.lmbda, (int, float)):
+            if not math.isfinite(self.lmbda):
+                _fail("lmbda", self.lmbda, "pass a finite float, e.g. 10.0.")
+        elif not callable(self.lmbda):
+            _fail("lmbda", self.lmbda, "pass a finite float or a schedule such as LinearRamp.")
+        if self.resampling not in RESAMPLING_SCHEMES:
+            _fail("resampling", self.resampling, f"choose one of {', '.join(RESAMPLING_SCHEMES)}.")
+        if self.ess_threshold is not None:
+            if isinstance(self.ess_threshold, bool) or not isinstance(
+                self.ess_threshold, (int, float)
+            ):
+                _fail("ess_threshold", self.ess_threshold, "pass a float in (0, 1] or None.")
+            if not 0.0 < self.ess_threshold <= 1.0:
+                _fail(
+                    "ess_threshold",
+                    self.ess_threshold,
+                    "pass a float in (0, 1] (e.g. 0.5) for adaptive resampling, or None to "
+                    "resample at every scoring step.",
+                )
+        for field in ("resample_every", "resample_start"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                _fail(field, value, "pass an int.")
+        if self.resample_every < 1:
+            _fail("resample_every", self.resample_every, "pass an int >= 1.")
+        if self.resample_start < 0:
+            _fail("resample_start", self.resample_start, "pass an int >= 0 (0 is the noisiest).")
+        if self.resample_end is not None:
+            if isinstance(self.resample_end, bool) or not isinstance(self.resample_end, int):
+                _fail("resample_end", self.resample_end, "pass an int or None (the last step).")
+            if self.resample_end < self.resample_start:
+                _fail(
+                    "resample_end",
+                    self.resample_end,
+                    f"it must be >= resample_start={self.resample_start}.",
+                )
+
+    def scoring_steps(self, num_steps: int) -> list[int]:
+        """The steps (0 .. num_steps-1) at which intermediate potentials apply."""
+        if self.resample_start >= num_steps:
+            _fail(
+                "resample_start",
+                self.resample_start,
+                f"the model has {num_steps} steps (0 .. {num_steps - 1}); pass a smaller value.",
+            )
+        end = num_steps - 1 if self.resample_end is None else min(self.resample_end, num_steps - 1)
+        return list(range(self.resample_start, end + 1, self.resample_every))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the configuration (schedules become their fields)."""
+        data = asdict(self)
+        if not isinstance(self.lmbda, (int, float)):
+            data["lmbda"] = {"schedule": type(self.lmbda).__name__, **_fields_of(self.lmbda)}
+        return data
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    try:
+        return asdict(obj)
+    except TypeError:
+        return {"repr": repr(obj)}

@@ -1,0 +1,100 @@
+"""The two contracts the engine talks to: a model that moves particles, and a reward.
+
+    from fksteer.smc.protocol import StepModel, Reward
+
+The engine (`fksteer.smc.engine.steer`) knows nothing of diffusion. It drives any object that
+implements :class:`StepModel`, scores with any :class:`Reward`, and keeps the SMC bookkeeping.
+
+Particles are laid out flat and group-major: with G groups (one per prompt) of K particles,
+particle ``p`` belongs to group ``p // K``. Every per-particle tensor a model keeps has that flat
+leading axis of length G*K.
+
+A step of the chain is split in two halves so that the engine can resample between them:
+``predict`` evaluates the model on the current state (its output, and the clean-sample prediction
+that the reward scores); ``move`` draws the next state from that output. The engine resamples the
+current state *and* the output that belongs to it before ``move``, so duplicated particles
+diverge at once through fresh noise and no model evaluation is wasted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["StepModel", "Reward"]
+
+
+@runtime_checkable
+class StepModel(Protocol):
+    """A sampler whose chain x_T -> ... -> x_0 the engine can steer.
+
+    Steps are counted ``0 .. num_steps - 1`` from the noisiest. Step ``i`` calls
+    ``predict(state, i)``, then (maybe) the engine scores and resamples, then
+    ``move(state, output, i)`` gives the state of step ``i + 1``; after step ``num_steps - 1``
+    the state holds the final sample, read by ``final_sample``.
+    """
+
+    num_steps: int
+
+    def init(
+        self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator
+    ) -> Any:
+        """Start ``len(prompts) * num_particles`` particles, group-major.
+
+        ``prompts`` has one entry per group (``[None]`` when the user gave none); a model without
+        conditioning ignores the values but still makes that many groups.
+        """
+        ...
+
+    def predict(self, state: Any, step: int, generator: torch.Generator) -> tuple[Any, Any]:
+        """Evaluate the model at ``step``: return ``(model_output, clean_prediction)``.
+
+        ``clean_prediction`` (flat leading axis G*K) is what ``decode`` turns into reward input,
+        for instance E[x_0 | x_t] or a draw from p(x_0 | x_t). ``generator`` serves models whose
+        prediction is random.
+        """
+        ...
+
+    def move(
+        self, state: Any, model_output: Any, step: int, generator: torch.Generator
+    ) -> Any:
+        """Draw the state of step ``step + 1`` from the current state and its model output."""
+        ...
+
+    def decode(self, clean: Any, final: bool) -> Any:
+        """Turn a clean sample (or prediction) into what the reward reads, as a flat batch.
+
+        ``final`` is True for the final sample; an adapter may use a cheaper decoder for
+        intermediate predictions (any positive potential leaves the target unchanged, since the
+        final potential scores the exact final sample).
+        """
+        ...
+
+    def permute(
+        self, state: Any, model_output: Any, ancestors: torch.Tensor
+    ) -> tuple[Any, Any]:
+        """Reorder every per-particle tensor: particle ``p`` becomes old particle ``ancestors[p]``.
+
+        ``ancestors`` is a flat ``(G*K,)`` int64 index on the CPU that never crosses groups. The
+        state (samples, scheduler history, caches, embeddings) and the model output are both
+        reordered.
+        """
+        ...
+
+    def final_sample(self, state: Any) -> Any:
+        """The clean samples x_0 held by the state after the last ``move`` (flat, G*K)."""
+        ...
+
+
+class Reward(Protocol):
+    """Any callable scoring a flat batch of decoded samples: higher is better.
+
+    ``reward(samples, prompts)`` gets B samples (a tensor with leading dim B, or a list of B
+    items) and ``prompts``, a list of B prompts or None, and returns B floats (tensor, array or
+    list). A reward may declare ``batch_size`` (an int attribute): the engine then calls it on
+    chunks of at most that many samples.
+    """
+
+    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any: ...

@@ -1,0 +1,362 @@
+"""Resampling schemes: draw ancestor indices from normalised particle weights.
+
+    from fksteer.smc.resampling import resample
+
+    ancestors = resample(weights, num_samples, "systematic", generator)  # (..., num_samples)
+
+What is in it:
+
+- :func:`multinomial`, :func:`stratified`, :func:`systematic`, :func:`residual`: the four
+  standard unbiased schemes, all with one signature
+  ``scheme(weights, num_samples, generator) -> ancestors``.
+- :data:`RESAMPLING_SCHEMES`: the registry, name -> scheme; :func:`get_scheme` looks a name up.
+- :func:`resample`: the public entry point; validates its input once, then calls a scheme given
+  by name or as a callable of the signature above.
+
+Conventions shared by every scheme:
+
+- ``weights`` is a float tensor ``(..., N)`` of probabilities over the last axis, batched over any
+  leading axes (e.g. ``(groups, particles_per_group)``). Each row is used up to its own total, so
+  rows whose sum is ``1 +- rounding`` (or any positive constant) are handled exactly.
+- The result is an int64 tensor ``(..., num_samples)`` of ancestor indices in ``[0, N)`` on the
+  weights' device. Every scheme is unbiased: ``E[#{j : ancestors[..., j] == i}] =
+  num_samples * w_i``.
+- Randomness comes only from the explicit ``generator`` (on the weights' device), never from the
+  global RNG, so the same seed gives the same ancestors.
+- Every scheme is an inverse-CDF lookup in float64: ``searchsorted(cumsum(w), u * total,
+  right=True)``. A particle with zero weight is never chosen, whatever the rounding (see
+  :func:`_inverse_cdf` for how leading zeros, trailing zeros and ``u * total == total`` are
+  handled).
+
+References: R. Douc, O. Cappé and E. Moulines (2005), "Comparison of resampling schemes for
+particle filtering", ISPA 2005; N. Chopin and O. Papaspiliopoulos (2020), "An Introduction to
+Sequential Monte Carlo", Springer, chapter 9.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import torch
+
+__all__ = [
+    "RESAMPLING_SCHEMES",
+    "ResamplingScheme",
+    "get_scheme",
+    "multinomial",
+    "residual",
+    "resample",
+    "stratified",
+    "systematic",
+]
+
+ResamplingScheme = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared machinery
+# --------------------------------------------------------------------------------------------
+
+
+def _uniforms(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Uniform draws in [0, 1), float64, from ``generator`` (the only source of randomness)."""
+    return torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+
+
+def _search_cdf(
+    cdf: torch.Tensor, positive: torch.Tensor, uniforms: torch.Tensor
+) -> torch.Tensor:
+    """Inverse-CDF lookup that can never return an index whose weight is zero.
+
+    ``cdf`` (..., N) float64 cumulative weights, ``positive`` (..., N) bool mask of the particles
+    with positive weight, ``uniforms`` (..., M) float64 in [0, 1] (1 included, for safety).
+    Returns int64 (..., M).
+
+    In exact arithmetic ``searchsorted(cdf, u * total, right=True)`` returns the first ``i`` with
+    ``cdf[i] > u * total``; a zero-weight particle has ``cdf[i] == cdf[i - 1]`` (an empty
+    interval) and cannot be that ``i``, and leading zeros are skipped because ``right=True`` sends
+    ``u = 0`` past them. Two things can still go wrong in floating point, and both are repaired
+    here without changing the law in exact arithmetic:
+
+    - ``u * total`` can round up to ``total`` (or ``u`` can be 1), so the search runs past the
+      last positive weight into trailing zeros or to ``N``: such indices are sent to the last
+      particle with positive weight.
+    - a parallel cumsum (as on GPUs) adds in a tree, so ``cdf[i]`` and ``cdf[i - 1]`` may round
+      differently even when ``w[i] == 0``, giving a zero-weight particle a tiny interval, or even
+      a non-monotone ``cdf``: the cdf is made monotone by a running maximum, and any index that
+      still lands on a zero weight is moved to the next particle with positive weight (or the
+      last one, if none follows).
+    """
+    num_particles = cdf.shape[-1]
+    cdf = torch.cummax(cdf, dim=-1).values.contiguous()  # (..., N), monotone
+    total = cdf[..., -1:]  # (..., 1)
+    targets = (uniforms * total).contiguous()  # (..., M)
+    index = torch.searchsorted(cdf, targets, right=True)  # (..., M), in [0, N]
+    index = index.clamp_(max=num_particles - 1)
+
+    positions = torch.arange(num_particles, device=cdf.device)  # (N,)
+    # Last index with positive weight per row (N - 1 if the row has none: only for masked rows).
+    last_positive = (num_particles - 1) - torch.argmax(
+        positive.flip(-1).to(torch.int8), dim=-1, keepdim=True
+    )  # (..., 1)
+    # next_positive[i] = smallest j >= i with positive weight, else last_positive.
+    candidate = torch.where(positive, positions, num_particles)  # (..., N)
+    next_positive = torch.cummin(candidate.flip(-1), dim=-1).values.flip(-1)  # (..., N)
+    next_positive = torch.where(next_positive == num_particles, last_positive, next_positive)
+    return torch.gather(next_positive, -1, index)  # (..., M)
+
+
+def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Ancestors ``F^{-1}(u)`` for uniforms ``(..., M)`` in [0, 1] under weights ``(..., N)``.
+
+    The weights are cast to float64 before the cumulative sum, and ``u`` is scaled by the row's
+    own total, so a row in float32 whose sum is not exactly 1 is handled exactly. Zero-weight
+    particles are never returned (see :func:`_search_cdf`).
+    """
+    weights = weights.detach().to(torch.float64)  # (..., N)
+    cdf = torch.cumsum(weights, dim=-1)  # (..., N)
+    return _search_cdf(cdf, weights > 0, uniforms)
+
+
+# --------------------------------------------------------------------------------------------
+# The schemes. Each assumes valid input (use `resample` to validate).
+# --------------------------------------------------------------------------------------------
+
+
+def multinomial(
+    weights: torch.Tensor, num_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Multinomial resampling: ``num_samples`` iid draws from the categorical law ``weights``.
+
+    The reference scheme (the bootstrap filter's), and the noisiest: offspring counts are
+    Multinomial(M, w), with variance ``M w_i (1 - w_i)``. Ancestors come in the order drawn
+    (not sorted). ``weights`` (..., N) -> int64 ancestors (..., num_samples).
+    """
+    uniforms = _uniforms((*weights.shape[:-1], num_samples), generator, weights.device)
+    return _inverse_cdf(weights, uniforms)  # (..., M)
+
+
+def stratified(
+    weights: torch.Tensor, num_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Stratified resampling: one uniform in each stratum, ``u_j = (j + U_j) / M``, U_j iid.
+
+    Unbiased, with lower variance than multinomial for every test function (Douc, Cappé &
+    Moulines 2005, sec. 3; Chopin & Papaspiliopoulos 2020, sec. 9.6). Each offspring count lies
+    in ``[floor(M w_i) - 1, ceil(M w_i) + 1]`` (particle ``i``'s interval of length ``w_i`` fully
+    covers at least ``floor(M w_i) - 1`` strata and meets at most ``ceil(M w_i) + 1``).
+    Ancestors are sorted. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
+    """
+    batch_shape = weights.shape[:-1]
+    offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
+    uniforms = (offsets + _uniforms((*batch_shape, num_samples), generator, weights.device))
+    return _inverse_cdf(weights, uniforms / num_samples)  # (..., M)
+
+
+def systematic(
+    weights: torch.Tensor, num_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Systematic resampling: one uniform per row, ``u_j = (j + U) / M``.
+
+    Unbiased, cheap, and usually the lowest-variance scheme in practice; each offspring count is
+    ``floor(M w_i)`` or ``ceil(M w_i)`` (an interval of length ``w_i`` holds that many points of
+    a grid of spacing ``1/M``). Unlike stratified, it is not guaranteed to beat multinomial for
+    every test function (Douc, Cappé & Moulines 2005, sec. 3.4; Chopin & Papaspiliopoulos 2020,
+    sec. 9.6). Ancestors are sorted. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
+    """
+    batch_shape = weights.shape[:-1]
+    offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
+    uniform = _uniforms((*batch_shape, 1), generator, weights.device)  # (..., 1)
+    return _inverse_cdf(weights, (offsets + uniform) / num_samples)  # (..., M)
+
+
+def residual(
+    weights: torch.Tensor, num_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Residual resampling with a systematic remainder.
+
+    Particle ``i`` first gets ``floor(M w_i)`` deterministic copies; the ``R = M - sum_i
+    floor(M w_i)`` remaining slots are then filled by *systematic* resampling on the residual
+    weights ``(M w_i - floor(M w_i)) / R``. Since each residual weight times ``R`` is below 1,
+    the systematic step gives each particle 0 or 1 extra copy, so every count lies within
+    ``[floor(M w_i), ceil(M w_i)]``, like systematic resampling.
+
+    This differs from the textbook residual-multinomial variant (Liu & Chen 1998; Douc, Cappé &
+    Moulines 2005, sec. 3.2), which draws the remainder multinomially and can give a particle
+    more than ``ceil(M w_i)`` copies. Both are unbiased: E[count_i] = M w_i. See also Chopin &
+    Papaspiliopoulos 2020, sec. 9.6.
+
+    The number of remaining slots ``R`` differs from row to row; the rows are handled together
+    by masks (no loop). Ancestors come sorted within the deterministic part, then sorted within
+    the remainder. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
+    """
+    device = weights.device
+    batch_shape = weights.shape[:-1]
+    num_particles = weights.shape[-1]
+    weights64 = weights.detach().to(torch.float64)  # (..., N)
+    total = weights64.sum(dim=-1, keepdim=True)  # (..., 1)
+    expected = num_samples * (weights64 / total)  # (..., N), M w_i
+    copies = torch.floor(expected)  # (..., N)
+    residual_weights = (expected - copies).clamp_(min=0.0)  # (..., N), in [0, 1)
+    copies = copies.to(torch.int64)
+    copies_cdf = torch.cumsum(copies, dim=-1).contiguous()  # (..., N)
+    num_deterministic = copies_cdf[..., -1:]  # (..., 1); <= M up to rounding of M * N * eps
+    num_remaining = (num_samples - num_deterministic).clamp(min=1)  # (..., 1), 1 if none left
+
+    slots = torch.arange(num_samples, device=device)  # (M,)
+    # Deterministic part: slot p goes to the first i with cumsum(copies)[i] > p.
+    slots_batched = slots.expand(*batch_shape, num_samples).contiguous()  # (..., M)
+    deterministic = torch.searchsorted(copies_cdf, slots_batched, right=True)  # (..., M)
+    deterministic = deterministic.clamp_(max=num_particles - 1)
+
+    # Remainder: slot p is the j-th remainder slot, j = p - num_deterministic, with the
+    # systematic point u_j = (j + U) / R. Slots of the deterministic part get j < 0 and are
+    # discarded below; rows with no remainder (residual weights all zero) are fully
+    # deterministic and their remainder lookups, though in range, are discarded too.
+    uniform = _uniforms((*batch_shape, 1), generator, device)  # (..., 1)
+    remainder_slot = (slots - num_deterministic).to(torch.float64)  # (..., M)
+    uniforms = ((remainder_slot + uniform) / num_remaining).clamp_(min=0.0)  # (..., M)
+    remainder = _inverse_cdf(residual_weights, uniforms)  # (..., M)
+
+    return torch.where(slots < num_deterministic, deterministic, remainder)  # (..., M)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and public entry point
+# --------------------------------------------------------------------------------------------
+
+RESAMPLING_SCHEMES: dict[str, ResamplingScheme] = {
+    "multinomial": multinomial,
+    "stratified": stratified,
+    "systematic": systematic,
+    "residual": residual,
+}
+
+
+def get_scheme(name: str) -> ResamplingScheme:
+    """Look up a resampling scheme by name in :data:`RESAMPLING_SCHEMES`."""
+    try:
+        return RESAMPLING_SCHEMES[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(key) for key in RESAMPLING_SCHEMES)
+        raise ValueError(
+            f"Unknown resampling scheme {name!r}; valid names are {valid}."
+        ) from None
+
+
+def _validate(weights: torch.Tensor, num_samples: int, generator: torch.Generator) -> int:
+    """Check the arguments of :func:`resample`; return ``num_samples`` as an int."""
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(
+            f"weights must be a torch.Tensor of shape (..., N), got {type(weights).__name__}; "
+            "wrap it with torch.as_tensor."
+        )
+    if not weights.is_floating_point():
+        raise TypeError(
+            f"weights must have a floating dtype, got {weights.dtype}; "
+            "convert with weights.to(torch.float64)."
+        )
+    if weights.dim() < 1 or weights.shape[-1] < 1:
+        raise ValueError(
+            f"weights must have shape (..., N) with N >= 1 particles, got shape "
+            f"{tuple(weights.shape)}."
+        )
+    if isinstance(num_samples, bool):
+        raise TypeError(f"num_samples must be an int >= 1, got {num_samples!r}.")
+    try:
+        num_samples = operator.index(num_samples)
+    except TypeError:
+        raise TypeError(
+            f"num_samples must be an int >= 1, got {num_samples!r} "
+            f"({type(num_samples).__name__})."
+        ) from None
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}; pass "
+            "torch.Generator(device=weights.device).manual_seed(seed)."
+        )
+    if generator.device.type != weights.device.type:
+        raise ValueError(
+            f"generator is on device {generator.device} but weights are on {weights.device}; "
+            f"create it with torch.Generator(device={str(weights.device)!r})."
+        )
+    if weights.numel() == 0:
+        return num_samples
+    weights64 = weights.detach().to(torch.float64)
+    if not bool(torch.isfinite(weights64).all()):
+        bad = weights64[~torch.isfinite(weights64)][0].item()
+        raise ValueError(
+            f"weights must be finite, found {bad}; compute weights in log space and normalise "
+            "with softmax / logsumexp."
+        )
+    if bool((weights64 < 0).any()):
+        bad = weights64[weights64 < 0].min().item()
+        raise ValueError(
+            f"weights must be non-negative, found {bad}; pass probabilities (e.g. "
+            "softmax of log-weights), not log-weights."
+        )
+    row_sums = weights64.sum(dim=-1)  # (...)
+    if not bool((row_sums > 0).all()):
+        row = tuple(int(i) for i in (row_sums <= 0).nonzero()[0].tolist())
+        raise ValueError(
+            f"weights must have a positive sum in every row, but row {row} of weights with "
+            f"shape {tuple(weights.shape)} sums to 0 (every particle dead); drop or restart "
+            "that row before resampling."
+        )
+    return num_samples
+
+
+def resample(
+    weights: torch.Tensor,
+    num_samples: int,
+    scheme: str | ResamplingScheme,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Draw ancestor indices from ``weights`` with the given resampling scheme.
+
+    Args:
+        weights: (..., N) float tensor of probabilities over the last axis, batched over any
+            leading axes; each row is used up to its own total (normalised up to rounding is
+            fine). Must be finite, non-negative, with a positive sum in every row.
+        num_samples: M >= 1, the number of ancestors per row (need not equal N).
+        scheme: a name in :data:`RESAMPLING_SCHEMES` (``"multinomial"``, ``"stratified"``,
+            ``"systematic"``, ``"residual"``) or a callable
+            ``scheme(weights, num_samples, generator) -> ancestors``.
+        generator: the torch.Generator to draw from, on the weights' device.
+
+    Returns:
+        int64 tensor (..., M) of ancestor indices in [0, N) on the weights' device; a particle
+        with zero weight is never an ancestor.
+    """
+    num_samples = _validate(weights, num_samples, generator)
+    if isinstance(scheme, str):
+        scheme_fn = get_scheme(scheme)
+    elif callable(scheme):
+        scheme_fn = scheme
+    else:
+        raise TypeError(
+            f"scheme must be a name in {sorted(RESAMPLING_SCHEMES)} or a callable "
+            f"(weights, num_samples, generator) -> ancestors, got {scheme!r}."
+        )
+    ancestors = scheme_fn(weights, num_samples, generator)
+    expected_shape = (*weights.shape[:-1], num_samples)
+    if (
+        not isinstance(ancestors, torch.Tensor)
+        or tuple(ancestors.shape) != expected_shape
+        or ancestors.dtype != torch.int64
+    ):
+        got = (
+            f"{tuple(ancestors.shape)} {ancestors.dtype}"
+            if isinstance(ancestors, torch.Tensor)
+            else type(ancestors).__name__
+        )
+        raise ValueError(
+            f"resampling scheme {scheme!r} must return an int64 tensor of shape "
+            f"{expected_shape}, got {got}."
+        )
+    return ancestors

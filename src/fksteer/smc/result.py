@@ -1,0 +1,148 @@
+"""What a steering run returns: `SteeringResult` and its per-step `StepTrace`.
+
+    from fksteer import SteeringResult
+    from fksteer.smc.result import StepTrace
+
+Both are frozen. Tensors with a group axis are shaped (G, K) for G prompts (groups) of K
+particles; all weight and evidence tensors are float64 on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fksteer.smc.config import FKConfig
+
+__all__ = ["StepTrace", "SteeringResult"]
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """What happened at one step of the chain.
+
+    ``step`` counts 0 .. num_steps-1 from the noisiest; ``step == num_steps`` is the final
+    potential on the final sample. Fields that only exist on scoring steps are None elsewhere.
+
+    Attributes:
+        step: the step index.
+        scored: whether a potential was applied at this step.
+        ess: (G,) effective sample size after this step's potential, before any resampling.
+        resampled: (G,) bool, whether each group resampled.
+        ancestors: (G, K) within-group ancestor indices (identity for groups that did not
+            resample), or None where nothing resampled.
+        num_distinct: (G,) number of distinct ancestors (K where a group did not resample).
+        reward_mean: (G,) mean reward over the particles alive before this step, or None.
+        reward_max: (G,) max reward, or None.
+        num_dead: (G,) particles whose reward was NaN or -inf at this step.
+        model_seconds: time in ``predict`` and ``move``.
+        reward_seconds: time in ``decode`` and the reward.
+        engine_seconds: time in weights, resampling and ``permute``.
+    """
+
+    step: int
+    scored: bool
+    ess: torch.Tensor
+    resampled: torch.Tensor
+    ancestors: torch.Tensor | None
+    num_distinct: torch.Tensor | None
+    reward_mean: torch.Tensor | None
+    reward_max: torch.Tensor | None
+    num_dead: torch.Tensor | None
+    model_seconds: float
+    reward_seconds: float
+    engine_seconds: float
+
+
+@dataclass(frozen=True)
+class SteeringResult:
+    """Weighted particles for every prompt, with the evidence and the trace of the run.
+
+    Attributes:
+        samples: final decoded samples with leading dims (G, K): a tensor, or nested lists
+            (G lists of K items) when the model decodes to Python objects.
+        weights: (G, K) normalised importance weights; a weighted average over particles
+            estimates an expectation under the tilted target.
+        log_weights: (G, K) normalised log-weights (log of ``weights``; -inf for dead particles).
+        rewards: (G, K) final rewards r(x_0) (NaN where the reward gave NaN).
+        best: (G,) index of the highest final reward in each group.
+        log_evidence: (G,) estimate of log Z = log E_p[exp(lambda r(x_0))] per group; its
+            exponential is unbiased for Z.
+        trace: one :class:`StepTrace` per step, then one for the final potential.
+        nfe: denoiser evaluations (``predict`` calls times particles).
+        reward_calls: samples scored by the reward (intermediate and final).
+        method: ``"fk"``, ``"base"``, ``"best_of_n"`` or ``"importance"``.
+        config: the configuration of the run.
+        prompts: one prompt per group (``[None]`` when none were given).
+    """
+
+    samples: Any
+    weights: torch.Tensor
+    log_weights: torch.Tensor
+    rewards: torch.Tensor
+    best: torch.Tensor
+    log_evidence: torch.Tensor
+    trace: tuple[StepTrace, ...]
+    nfe: int
+    reward_calls: int
+    method: str
+    config: FKConfig
+    prompts: Sequence[Any]
+
+    @property
+    def num_groups(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def num_particles(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def ess(self) -> torch.Tensor:
+        """(G,) effective sample size of the final weights."""
+        return 1.0 / (self.weights**2).sum(dim=-1)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Total seconds in the model, the reward and the engine."""
+        return {
+            part: sum(getattr(step, f"{part}_seconds") for step in self.trace)
+            for part in ("model", "reward", "engine")
+        }
+
+    def best_samples(self) -> Any:
+        """The highest-reward sample of each group (G, ...)."""
+        return self._select(self.best)
+
+    def draw(self, generator: torch.Generator | None = None) -> Any:
+        """One sample per group drawn from its weights: a draw from the tilted target."""
+        index = torch.multinomial(self.weights.float(), 1, generator=generator).squeeze(-1)
+        return self._select(index)
+
+    def _select(self, index: torch.Tensor) -> Any:
+        if isinstance(self.samples, torch.Tensor):
+            groups = torch.arange(self.num_groups)
+            return self.samples[groups, index.to(self.samples.device)]
+        return [row[int(k)] for row, k in zip(self.samples, index, strict=True)]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready digest: per-group evidence, ESS, rewards and the run's totals."""
+        return {
+            "method": self.method,
+            "config": self.config.to_dict(),
+            "num_groups": self.num_groups,
+            "num_particles": self.num_particles,
+            "log_evidence": self.log_evidence.tolist(),
+            "final_ess": self.ess.tolist(),
+            "best_reward": self.rewards.gather(1, self.best[:, None]).squeeze(1).tolist(),
+            "weighted_reward": torch.nansum(self.weights * self.rewards, dim=1).tolist(),
+            "num_resampling_steps": int(
+                sum(int(step.resampled.any()) for step in self.trace)
+            ),
+            "nfe": self.nfe,
+            "reward_calls": self.reward_calls,
+            "seconds": self.seconds,
+        }
