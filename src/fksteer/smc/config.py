@@ -73,7 +73,12 @@ class FKConfig:
             ``"immediate"`` exp(lambda_i r_i), with r_i the reward of the clean-sample prediction
             at scoring step i. The final step multiplies by exp(lambda r(x_0)) over the product
             of the potentials already applied to the particle's path, so every choice targets
-            p(x_0) exp(lambda r(x_0)) / Z; the choice only changes the variance.
+            p(x_0) exp(lambda r(x_0)) / Z; the choice only changes the variance, but that by a
+            lot: ``difference`` keeps the intermediate targets at the tilt lambda, while the
+            others compound it at every scoring step (``immediate`` ~ n lambda, ``sum`` ~
+            n(n+1)/2 lambda after n steps), so with many scoring steps their final correction
+            needs far more particles. Prefer ``difference``; use the others with few scoring
+            steps.
         lmbda: the tilt, a float or a schedule called as ``lmbda(step, num_steps)`` (e.g.
             :class:`LinearRamp`); the value at ``num_steps`` defines the target.
         resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.

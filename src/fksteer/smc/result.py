@@ -35,8 +35,8 @@ class StepTrace:
         ancestors: (G, K) within-group ancestor indices (identity for groups that did not
             resample), or None where nothing resampled.
         num_distinct: (G,) number of distinct ancestors (K where a group did not resample).
-        reward_mean: (G,) mean reward over the particles alive before this step, or None.
-        reward_max: (G,) max reward, or None.
+        reward_mean: (G,) mean of the finite rewards at this step, or None where not scored.
+        reward_max: (G,) max reward (NaN counted as -inf), or None.
         num_dead: (G,) particles whose reward was NaN or -inf at this step.
         model_seconds: time in ``predict`` and ``move``.
         reward_seconds: time in ``decode`` and the reward.
