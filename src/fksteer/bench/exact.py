@@ -210,7 +210,7 @@ def plot(bench: ExactBenchConfig, summary: dict, path: Path) -> None:
             fk = table.get("fk-difference", {})
             anchor = fk.get(ns[0], {}).get(metric, (1.0, 0))[0]
             axis.plot(ns, [anchor * (n / ns[0]) ** -0.5 for n in ns], "k--", label="N^-1/2")
-            axis.set_yscale("log")
+        axis.set_yscale("log")
         axis.set_xscale("log", base=2)
         axis.set_xlabel("particles N (equal NFE across methods)")
         axis.set_title(label)
