@@ -349,3 +349,51 @@ def test_unknown_method_and_bad_model_are_errors():
         steer(object(), first_coordinate, FKConfig())
     with pytest.raises(ValueError, match="prompts is empty"):
         steer(RandomWalk(), first_coordinate, FKConfig(), prompts=[])
+
+
+# -- soft reward for several predictions per particle -------------------------------------------
+
+
+def test_soft_reward_is_the_log_mean_exp_of_lambda_r():
+    from fksteer.smc.weights import soft_reward
+
+    rewards = torch.tensor([[0.0, 1.0, 3.0]], dtype=torch.float64)
+    expected = math.log((1 + math.e**2 + math.e**6) / 3) / 2
+    torch.testing.assert_close(soft_reward(rewards, 2.0), torch.tensor([expected]).double())
+    # lambda -> 0 is the mean, continuously
+    torch.testing.assert_close(soft_reward(rewards, 0.0), torch.tensor([4 / 3]).double())
+    torch.testing.assert_close(soft_reward(rewards, 1e-7), torch.tensor([4 / 3]).double())
+    # a dead draw contributes weight 0 (but still counts in the mean); all dead -> NaN
+    with_dead = torch.tensor([[0.0, math.nan], [-math.inf, math.nan]], dtype=torch.float64)
+    soft = soft_reward(with_dead, 1.0)
+    assert soft[0] == pytest.approx(math.log(0.5)) and torch.isnan(soft[1])
+    assert soft_reward(with_dead, -1.0)[0] == pytest.approx(math.log(0.5) / -1.0)
+
+
+def test_model_with_several_predictions_gets_one_reward_call_for_all_of_them():
+    class TwoPredictions(RandomWalk):
+        num_predictions = 2
+
+        def predict(self, state, step, generator):
+            output, x = super().predict(state, step, generator)
+            return output, torch.stack([x, x + 1.0], dim=1).reshape(-1, x.shape[1])
+
+    calls = []
+
+    def reward(samples, prompts):
+        calls.append((samples.shape[0], list(prompts)))
+        return samples[:, 0]
+
+    result = steer(TwoPredictions(num_steps=2), reward, FKConfig(num_particles=3),
+                   prompts=["a", "b"], generator=torch.Generator().manual_seed(0))
+    assert calls[0] == (12, ["a"] * 6 + ["b"] * 6)  # step 0: 2 groups x 3 particles x 2
+    assert calls[-1][0] == 6  # the final sample: one per particle
+    assert result.reward_calls == 12 + 12 + 6
+
+    class DecodesOnePerParticle(TwoPredictions):
+        def decode(self, clean, final):
+            return clean if final else clean[::2]
+
+    with pytest.raises(ValueError, match="2 prediction"):
+        steer(DecodesOnePerParticle(), first_coordinate, FKConfig(num_particles=3),
+              prompts=["a", "b"], generator=torch.Generator())

@@ -309,3 +309,39 @@ def test_fk_beats_importance_sampling_on_a_rare_target():
     (fk_error, fk_ess), (is_error, is_ess) = run("fk"), run("importance")
     assert fk_error < is_error / 3, (fk_error, is_error)
     assert fk_ess > 3 * is_ess, (fk_ess, is_ess)
+
+
+# -- several clean predictions per particle -------------------------------------------------------
+
+
+class _SeveralDraws:
+    """The table fixture predicting M draws from p(x_0 | x_t) per particle (num_predictions=M).
+
+    The first draw drives the move, all M feed the soft reward. The potentials then depend on
+    extra randomness of the path, which leaves the target unchanged.
+    """
+
+    def __init__(self, model, num_predictions):
+        self.model = model
+        self.num_steps = model.num_steps
+        self.num_predictions = num_predictions
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict(self, state, step, generator):
+        draws = [self.model.predict(state, step, generator)[1] for _ in range(self.num_predictions)]
+        stacked = torch.stack(draws, dim=1)  # (B, M, L)
+        return draws[0], stacked.reshape(-1, stacked.shape[-1])  # (B*M, L) particle-major
+
+
+@pytest.mark.parametrize("potential", POTENTIALS)
+def test_table_with_several_predictions_per_particle(potential):
+    model = _SeveralDraws(TabularMaskedDiffusion.default(num_steps=4), num_predictions=3)
+    config = FKConfig(num_particles=particles_for(potential), potential=potential,
+                      lmbda=TABLE_LAMBDA, **dict(SCHEDULES["adaptive"], resample_start=0))
+    result = steer(model, count_of_token_two, config, prompts=list(range(GROUPS)),
+                   generator=torch.Generator().manual_seed(55))
+    scored = [step for step in result.trace[:-1] if step.scored]
+    assert result.reward_calls == GROUPS * config.num_particles * (3 * len(scored) + 1)
+    check_table(model.model, result)

@@ -46,7 +46,7 @@ from fksteer.smc.config import METHODS, FKConfig, lambda_at
 from fksteer.smc.protocol import Reward, StepModel
 from fksteer.smc.resampling import resample
 from fksteer.smc.result import SteeringResult, StepTrace
-from fksteer.smc.weights import ess, log_mean_exp, normalise
+from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
 
 __all__ = ["steer", "AllParticlesDeadError", "engine_generator"]
 
@@ -163,6 +163,7 @@ class _ParticleLoop:
         self.num_steps = model.num_steps
         self.num_groups = len(group_prompts)
         self.num_particles = config.num_particles
+        self.num_predictions = _num_predictions(model)
         self.scoring_steps = (
             set(config.scoring_steps(self.num_steps)) if method == "fk" else set()
         )
@@ -192,7 +193,11 @@ class _ParticleLoop:
             model_seconds = _elapsed(start, prediction)
             if step in self.scoring_steps:
                 start = time.perf_counter()
-                rewards = self._score(model.decode(prediction, final=False))
+                decoded = model.decode(prediction, final=False)
+                rewards = self._score(decoded, self.num_predictions)  # (G, K[, M])
+                if self.num_predictions > 1:
+                    lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
+                    rewards = soft_reward(rewards, lmbda)  # (G, K)
                 reward_seconds = time.perf_counter() - start
                 start = time.perf_counter()
                 record, state, output = self._weigh_and_resample(step, rewards, state, output)
@@ -368,19 +373,28 @@ class _ParticleLoop:
         offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
         return (ancestors + offsets).reshape(-1)
 
-    def _score(self, decoded: Any) -> torch.Tensor:
-        """Call the reward on the flat batch (chunked) and return (G, K) float64 on the CPU."""
-        total = self.num_groups * self.num_particles
+    def _score(self, decoded: Any, per_particle: int = 1) -> torch.Tensor:
+        """Call the reward on the flat batch (chunked) and return float64 rewards on the CPU.
+
+        Shaped (G, K), or (G, K, M) for ``per_particle = M > 1`` predictions per particle (laid
+        out particle-major: the M predictions of particle p are rows p*M .. p*M + M - 1).
+        """
+        total = self.num_groups * self.num_particles * per_particle
         if len(decoded) != total:
             raise ValueError(
-                f"the model decoded {len(decoded)} samples but the run has {total} particles "
-                f"({self.num_groups} groups x {self.num_particles})."
+                f"the model decoded {len(decoded)} samples but the run expects {total} "
+                f"({self.num_groups} groups x {self.num_particles} particles x {per_particle} "
+                "prediction(s) each)."
             )
         batch_size = getattr(self.reward, "batch_size", None) or total
         values = []
         for start in range(0, total, batch_size):
             stop = min(start + batch_size, total)
-            prompts = None if self.reward_prompts is None else self.reward_prompts[start:stop]
+            prompts = (
+                None
+                if self.reward_prompts is None
+                else [self.reward_prompts[i // per_particle] for i in range(start, stop)]
+            )
             out = self.reward(decoded[start:stop], prompts)
             out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
             if out.numel() != stop - start:
@@ -390,7 +404,8 @@ class _ParticleLoop:
                 )
             values.append(out)
         self.reward_calls += total
-        return torch.cat(values).reshape(self.num_groups, self.num_particles)
+        extra = (per_particle,) if per_particle > 1 else ()
+        return torch.cat(values).reshape(self.num_groups, self.num_particles, *extra)
 
     def _group(self, decoded: Any) -> Any:
         G, K = self.num_groups, self.num_particles
@@ -421,6 +436,14 @@ class _ParticleLoop:
                 f"weight zero at step {step} of {self.num_steps}: the reward returned "
                 f"{rewards[group].tolist()}. Rewards must be finite for at least one particle."
             )
+
+
+def _num_predictions(model: StepModel) -> int:
+    """Clean predictions per particle that ``predict`` returns (optional attribute, default 1)."""
+    value = getattr(model, "num_predictions", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"model.num_predictions must be a positive int, got {value!r}.")
+    return value
 
 
 def _elapsed(start: float, synchronise_on: Any) -> float:

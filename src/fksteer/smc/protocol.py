@@ -34,6 +34,12 @@ class StepModel(Protocol):
     ``predict(state, i)``, then (maybe) the engine scores and resamples, then
     ``move(state, output, i)`` gives the state of step ``i + 1``; after step ``num_steps - 1``
     the state holds the final sample, read by ``final_sample``.
+
+    Optional attribute ``num_predictions`` (default 1): a model whose ``predict`` returns M > 1
+    clean predictions per particle (e.g. M draws from p(x_0 | x_t)), laid out particle-major
+    (G*K*M rows), sets it to M; the engine then scores all of them in one reward call and uses
+    the soft reward (1/lambda) log mean_j exp(lambda r_j) of each particle
+    (:func:`fksteer.smc.weights.soft_reward`).
     """
 
     num_steps: int

@@ -1,6 +1,6 @@
 """Reductions on log-weights, per group along the last axis.
 
-    from fksteer.smc.weights import normalise, ess, log_mean_exp
+    from fksteer.smc.weights import normalise, ess, log_mean_exp, soft_reward
 
 All functions take float log-weights shaped (..., K), where -inf is a dead particle (weight 0),
 and reduce over the last axis. A row that is entirely -inf has no normalisation: ``normalise``
@@ -14,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["normalise", "ess", "log_mean_exp"]
+__all__ = ["normalise", "ess", "log_mean_exp", "soft_reward"]
 
 
 def normalise(log_weights: torch.Tensor) -> torch.Tensor:
@@ -36,3 +36,21 @@ def ess(log_weights: torch.Tensor) -> torch.Tensor:
 def log_mean_exp(values: torch.Tensor) -> torch.Tensor:
     """log((1/K) sum_k exp(values_k)) per row: the SMC estimate of a log normalising constant."""
     return torch.logsumexp(values, dim=-1) - math.log(values.shape[-1])
+
+
+def soft_reward(rewards: torch.Tensor, lmbda: float) -> torch.Tensor:
+    """(1/lambda) log mean_j exp(lambda r_j) over the last axis: one reward from M predictions.
+
+    With M clean predictions x_0^(j) ~ p(x_0 | x_t) per particle, exp(lambda * soft_reward)
+    is the Monte Carlo estimate of the expected potential E[exp(lambda r(x_0)) | x_t] (the
+    log-mean-exp is taken of lambda r, not of r). At lambda = 0 it is the mean. A NaN or -inf
+    draw contributes weight 0; a particle whose draws are all NaN/-inf gets NaN (it dies).
+    """
+    finite = torch.isfinite(rewards) | (rewards == math.inf)
+    if lmbda == 0.0:
+        count = finite.sum(dim=-1)
+        total = torch.where(finite, rewards, 0.0).sum(dim=-1)
+        return torch.where(count > 0, total / count, math.nan)
+    scaled = torch.where(finite, lmbda * rewards, -math.inf)
+    combined = log_mean_exp(scaled) / lmbda
+    return torch.where(finite.any(dim=-1), combined, math.nan)
