@@ -37,6 +37,7 @@ from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearRewa
 from fksteer.models.tabular_masked import TabularMaskedDiffusion
 from fksteer.smc import engine as engine_module
 from fksteer.smc.config import POTENTIALS
+from fksteer.smc.particles import ParticleSystem
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 
 GROUPS, PARTICLES = 200, 64
@@ -241,27 +242,26 @@ def test_table_baselines(method):
 # -- the checks can fail: known bugs are rejected -------------------------------------------------
 
 
-class _DropsSkippedWeights(engine_module._ParticleLoop):
+class _DropsSkippedWeights(ParticleSystem):
     """The reference code's bug: log-weights reset at every scoring step, resampled or not."""
 
-    def _weigh_and_resample(self, step, rewards, state, output):
-        record, state, output = super()._weigh_and_resample(step, rewards, state, output)
+    def _weigh_and_resample(self, step, rewards):
+        record, ancestors = super()._weigh_and_resample(step, rewards)
         self.log_weights = torch.zeros_like(self.log_weights)
-        return record, state, output
+        return record, ancestors
 
 
-class _CorrectsFromTheRunningMax(engine_module._ParticleLoop):
+class _CorrectsFromTheRunningMax(ParticleSystem):
     """The reference code's bug: the final potential uses the running max, not r(x_0)."""
 
-    def _finish(self, state):
+    def finish(self, decoded, **kwargs):
         original = self._score
 
         def score_final(decoded):
-            final = original(decoded)
-            return torch.maximum(self.running, final)
+            return torch.maximum(self.running, original(decoded))
 
         self._score = score_final
-        return super()._finish(state)
+        return super().finish(decoded, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ class _CorrectsFromTheRunningMax(engine_module._ParticleLoop):
     [(_DropsSkippedWeights, "difference"), (_CorrectsFromTheRunningMax, "max")],
 )
 def test_known_bugs_fail_the_exactness_check(monkeypatch, mutant, potential):
-    monkeypatch.setattr(engine_module, "_ParticleLoop", mutant)
+    monkeypatch.setattr(engine_module, "ParticleSystem", mutant)
     config = FKConfig(num_particles=PARTICLES, potential=potential, lmbda=MIXTURE_LAMBDA,
                       ess_threshold=0.5)
     model, result = run_mixture(config, seed=3)

@@ -3,12 +3,14 @@
     from fksteer.smc import steer, FKConfig, resample, ess
 
 Modules: ``config`` (FKConfig, lambda schedules), ``protocol`` (StepModel, Reward), ``weights``
-(log-space reductions), ``resampling`` (schemes and their registry), ``engine`` (the particle
-loop), ``result`` (SteeringResult, StepTrace).
+(log-space reductions), ``resampling`` (schemes and their registry), ``particles`` (the
+Feynman-Kac bookkeeping, driven step by step), ``engine`` (``steer``, the loop for any StepModel),
+``result`` (SteeringResult, StepTrace).
 """
 
 from fksteer.smc.config import METHODS, POTENTIALS, FKConfig, LinearRamp
-from fksteer.smc.engine import AllParticlesDeadError, engine_generator, steer
+from fksteer.smc.engine import steer
+from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
 from fksteer.smc.protocol import Reward, StepModel
 from fksteer.smc.resampling import RESAMPLING_SCHEMES, resample
 from fksteer.smc.result import SteeringResult, StepTrace
@@ -21,6 +23,7 @@ __all__ = [
     "METHODS",
     "RESAMPLING_SCHEMES",
     "steer",
+    "ParticleSystem",
     "engine_generator",
     "AllParticlesDeadError",
     "Reward",

@@ -1,73 +1,28 @@
-"""The Feynman-Kac particle loop: `steer` runs G groups of K particles through any StepModel.
+"""`steer`: run G groups of K particles of any StepModel through a ParticleSystem.
 
     from fksteer import steer, FKConfig
     result = steer(model, reward, FKConfig(num_particles=8), prompts=["a", "b"], generator=g)
 
-The run is sequential Monte Carlo on the path space of the sampler. With r_i the reward of the
-clean-sample prediction at scoring step i and lambda_i the tilt there, the potentials are
-(Singhal et al. 2025, sec. 3; the lambda schedule generalises them):
-
-    difference  G_i = exp(lambda_i r_i - lambda_prev r_prev)     (r_prev = 0 at the first)
-    max         G_i = exp(lambda_i max_{j<=i} r_j)
-    sum         G_i = exp(lambda_i sum_{j<=i} r_j)
-    immediate   G_i = exp(lambda_i r_i)
-
-and the final potential on the final sample x_0 is exp(lambda r(x_0)) / prod_i G_i, the product
-running over the potentials already applied to that particle's path (carried through
-resampling). The product of all potentials along any path is therefore exp(lambda r(x_0)), so
-every potential targets p(x_0) exp(lambda r(x_0)) / Z (Del Moral 2004, ch. 2; Chopin &
-Papaspiliopoulos 2020, ch. 10): the choice changes variance, not the target.
-
-Bookkeeping, all in float64 log space, per group, vectorised over (G, K):
-
-- a scoring step adds log G_i to each particle's log-weight;
-- a group that resamples adds log_mean_exp(log-weights) to its log-evidence, draws ancestors,
-  permutes every per-particle quantity (the model's state and output, and the engine's running
-  rewards) and resets its log-weights to 0; a group that does not resample (adaptive mode)
-  carries its log-weights on;
-- the final step adds the final potential and log_mean_exp of the final log-weights to the
-  log-evidence, which makes exp(log_evidence) an unbiased estimate of Z.
-
-A NaN or -inf reward at any step kills the particle (log-weight -inf, never resampled). At an
-intermediate step this restricts the target to paths whose predictions had finite rewards.
+This module is the sampling loop; the weights, evidence, potentials and resampling live in
+:mod:`fksteer.smc.particles`. At each step the loop calls ``model.predict``, lets the particle
+system score the clean prediction and resample, reorders the model's state and output by the
+ancestors it returns, then calls ``model.move`` for the next state.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from fksteer.smc.config import METHODS, FKConfig, lambda_at
+from fksteer.smc.config import FKConfig
+from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
 from fksteer.smc.protocol import Reward, StepModel
-from fksteer.smc.resampling import resample
-from fksteer.smc.result import SteeringResult, StepTrace
-from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
+from fksteer.smc.result import SteeringResult
 
 __all__ = ["steer", "AllParticlesDeadError", "engine_generator"]
-
-logger = logging.getLogger(__name__)
-
-# Odd 64-bit constant (golden ratio) that decorrelates the engine's seed from the model's.
-_SEED_MIX = 0x9E3779B97F4A7C15
-
-
-class AllParticlesDeadError(RuntimeError):
-    """Every particle of a group has weight zero: the reward gave NaN or -inf to all of them."""
-
-
-def engine_generator(generator: torch.Generator) -> torch.Generator:
-    """A CPU generator for the engine's own draws, derived from ``generator``'s initial seed.
-
-    Nothing is drawn from ``generator``, so the model sees the same noise stream with and without
-    steering, and the same seed gives the same resampling.
-    """
-    seed = (generator.initial_seed() * _SEED_MIX + 1) % (2**63)
-    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 def steer(
@@ -90,7 +45,8 @@ def steer(
         prompts: one prompt per group (a single string is one group); ``None`` runs one group and
             passes ``prompts=None`` to the reward.
         generator: the model's noise; ``None`` seeds a fresh CPU generator. The engine's draws
-            come from a generator derived from its seed (:func:`engine_generator`).
+            come from a generator derived from its seed
+            (:func:`~fksteer.smc.particles.engine_generator`).
         method: ``"fk"`` steers; the baselines run through the same path with no intermediate
             reward calls: ``"base"`` (uniform weights), ``"best_of_n"`` (weight 1 on the best final
             reward) and ``"importance"`` (weights exp(lambda r(x_0))). Their ``log_evidence`` is
@@ -103,347 +59,50 @@ def steer(
         ValueError: bad arguments, or a reward of +inf or of the wrong length.
         AllParticlesDeadError: every particle of a group got a NaN or -inf reward.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown: choose one of {', '.join(METHODS)}.")
-    if not isinstance(config, FKConfig):
-        raise ValueError(f"config must be an FKConfig, got {type(config).__name__}.")
     if not isinstance(model, StepModel):
         raise ValueError(
             f"model {type(model).__name__} does not implement the StepModel protocol "
             "(num_steps, init, predict, move, decode, permute, final_sample)."
         )
-    num_steps = model.num_steps
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"model.num_steps must be a positive int, got {num_steps!r}.")
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    group_prompts = [None] if prompts is None else list(prompts)
-    if not group_prompts:
-        raise ValueError("prompts is empty: pass at least one prompt, or None for one group.")
-    if generator is None:
-        generator = torch.Generator()
-        generator.seed()
-
-    loop = _ParticleLoop(
-        model=model,
-        reward=reward,
-        config=config,
-        method=method,
-        group_prompts=group_prompts,
-        reward_prompts=None
-        if prompts is None
-        else [p for p in group_prompts for _ in range(config.num_particles)],
+    num_predictions = getattr(model, "num_predictions", 1)
+    system = ParticleSystem(
+        reward,
+        config,
+        num_steps=model.num_steps,
+        prompts=prompts,
         generator=generator,
+        method=method,
+        num_predictions=num_predictions,
     )
+    generator = system.generator
     with torch.no_grad():
-        return loop.run()
-
-
-class _ParticleLoop:
-    """One run of `steer`: the model's state plus the engine's per-particle bookkeeping."""
-
-    def __init__(
-        self,
-        model: StepModel,
-        reward: Reward,
-        config: FKConfig,
-        method: str,
-        group_prompts: list[Any],
-        reward_prompts: list[Any] | None,
-        generator: torch.Generator,
-    ) -> None:
-        self.model = model
-        self.reward = reward
-        self.config = config
-        self.method = method
-        self.group_prompts = group_prompts
-        self.reward_prompts = reward_prompts
-        self.generator = generator
-        self.engine_generator = engine_generator(generator)
-        self.num_steps = model.num_steps
-        self.num_groups = len(group_prompts)
-        self.num_particles = config.num_particles
-        self.num_predictions = _num_predictions(model)
-        self.scoring_steps = (
-            set(config.scoring_steps(self.num_steps)) if method == "fk" else set()
-        )
-        shape = (self.num_groups, self.num_particles)
-        f64 = torch.float64
-        self.log_weights = torch.zeros(shape, dtype=f64)
-        self.log_evidence = torch.zeros(self.num_groups, dtype=f64)
-        # Sum of the log-potentials applied along each particle's path (for the final correction).
-        self.applied = torch.zeros(shape, dtype=f64)
-        # lambda_prev * r_prev for the difference potential.
-        self.previous = torch.zeros(shape, dtype=f64)
-        # Running max (max potential) or sum (sum potential) of the rewards along the path.
-        self.running = torch.full(shape, -math.inf if config.potential == "max" else 0.0, dtype=f64)
-        self.nfe = 0
-        self.reward_calls = 0
-        self.trace: list[StepTrace] = []
-
-    # -- the loop -------------------------------------------------------------------------
-
-    def run(self) -> SteeringResult:
-        model, generator = self.model, self.generator
-        state = model.init(self.group_prompts, self.num_particles, generator)
-        for step in range(self.num_steps):
+        state = model.init(system.group_prompts, system.num_particles, generator)
+        for step in range(system.num_steps):
             start = time.perf_counter()
             output, prediction = model.predict(state, step, generator)
-            self.nfe += self.num_groups * self.num_particles
             model_seconds = _elapsed(start, prediction)
-            if step in self.scoring_steps:
+            decode_seconds = permute_seconds = 0.0
+            if system.scores(step):
                 start = time.perf_counter()
                 decoded = model.decode(prediction, final=False)
-                rewards = self._score(decoded, self.num_predictions)  # (G, K[, M])
-                if self.num_predictions > 1:
-                    lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
-                    rewards = soft_reward(rewards, lmbda)  # (G, K)
-                reward_seconds = time.perf_counter() - start
-                start = time.perf_counter()
-                record, state, output = self._weigh_and_resample(step, rewards, state, output)
-                engine_seconds = time.perf_counter() - start
-            else:
-                record = self._unscored(step)
-                reward_seconds = engine_seconds = 0.0
+                decode_seconds = time.perf_counter() - start
+                ancestors = system.score(step, decoded)
+                if ancestors is not None:
+                    start = time.perf_counter()
+                    state, output = model.permute(state, output, ancestors)
+                    permute_seconds = time.perf_counter() - start
             start = time.perf_counter()
             state = model.move(state, output, step, generator)
             model_seconds += _elapsed(start, state)
-            self.trace.append(
-                StepTrace(
-                    **record,
-                    model_seconds=model_seconds,
-                    reward_seconds=reward_seconds,
-                    engine_seconds=engine_seconds,
-                )
+            system.record(
+                step,
+                model_seconds=model_seconds,
+                reward_seconds=decode_seconds,
+                engine_seconds=permute_seconds,
             )
-        return self._finish(state)
-
-    def _finish(self, state: Any) -> SteeringResult:
         start = time.perf_counter()
-        decoded = self.model.decode(self.model.final_sample(state), final=True)
-        rewards = self._score(decoded)
-        reward_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        step = self.num_steps
-        lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
-        self._check_no_plus_inf(rewards, step)
-        dead = ~torch.isfinite(rewards)
-        safe = torch.where(dead, 0.0, rewards)
-        if self.method == "fk":
-            # Final potential exp(lambda r(x_0)) / prod_i G_i: the path product telescopes to
-            # exp(lambda r(x_0)) whatever the intermediate potentials were.
-            log_potential = torch.where(dead, -math.inf, lmbda * safe - self.applied)
-            self.log_weights = self.log_weights + log_potential
-            self._check_alive(step, rewards)
-            self.log_evidence = self.log_evidence + log_mean_exp(self.log_weights)
-        else:
-            log_target = torch.where(dead, -math.inf, lmbda * safe)  # (G, K)
-            self.log_evidence = log_mean_exp(log_target)
-            if self.method == "base":
-                self.log_weights = torch.zeros_like(rewards)
-            else:
-                self._check_alive(step, rewards, log_target)
-                if self.method == "importance":
-                    self.log_weights = log_target
-                else:  # best_of_n
-                    best = _argmax_finite(rewards)
-                    self.log_weights = torch.full_like(rewards, -math.inf)
-                    self.log_weights.scatter_(1, best[:, None], 0.0)
-        log_weights = normalise(self.log_weights)
-        weights = torch.exp(log_weights)
-        self.trace.append(
-            StepTrace(
-                step=step,
-                scored=True,
-                ess=ess(self.log_weights),
-                resampled=torch.zeros(self.num_groups, dtype=torch.bool),
-                ancestors=None,
-                num_distinct=None,
-                reward_mean=_nanmean(rewards, dead),
-                reward_max=_argmax_value(rewards),
-                num_dead=dead.sum(dim=1),
-                model_seconds=0.0,
-                reward_seconds=reward_seconds,
-                engine_seconds=time.perf_counter() - start,
-            )
-        )
-        return SteeringResult(
-            samples=self._group(decoded),
-            weights=weights,
-            log_weights=log_weights,
-            rewards=rewards,
-            best=_argmax_finite(rewards),
-            log_evidence=self.log_evidence,
-            trace=tuple(self.trace),
-            nfe=self.nfe,
-            reward_calls=self.reward_calls,
-            method=self.method,
-            config=self.config,
-            prompts=self.group_prompts,
-        )
-
-    # -- one scoring step -----------------------------------------------------------------
-
-    def _weigh_and_resample(
-        self, step: int, rewards: torch.Tensor, state: Any, output: Any
-    ) -> tuple[dict[str, Any], Any, Any]:
-        lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
-        self._check_no_plus_inf(rewards, step)
-        dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
-        newly_dead = dead & torch.isfinite(self.log_weights)
-        safe = torch.where(dead, 0.0, rewards)
-        potential = self.config.potential
-        if potential == "immediate":
-            log_potential = lmbda * safe
-        elif potential == "difference":
-            log_potential = lmbda * safe - self.previous
-            self.previous = lmbda * safe
-        elif potential == "max":
-            self.running = torch.maximum(self.running, safe)
-            log_potential = lmbda * self.running
-        else:  # sum
-            self.running = self.running + safe
-            log_potential = lmbda * self.running
-        log_potential = torch.where(dead, -math.inf, log_potential)
-        self.log_weights = self.log_weights + log_potential
-        # A dead particle's log-weight is already -inf; keep its bookkeeping finite.
-        self.applied = self.applied + torch.where(dead, 0.0, log_potential)
-        self._check_alive(step, rewards)
-
-        group_ess = ess(self.log_weights)  # (G,)
-        if self.config.ess_threshold is None:
-            resampled = torch.ones(self.num_groups, dtype=torch.bool)
-        else:
-            resampled = group_ess < self.config.ess_threshold * self.num_particles
-        ancestors = None
-        num_distinct = torch.full((self.num_groups,), self.num_particles)
-        if bool(resampled.any()):
-            ancestors, num_distinct = self._resample(resampled)
-            state, output = self.model.permute(state, output, self._flat(ancestors))
-            logger.debug("step %d: %d group(s) resampled", step, int(resampled.sum()))
-        record = {
-            "step": step,
-            "scored": True,
-            "ess": group_ess,
-            "resampled": resampled,
-            "ancestors": ancestors,
-            "num_distinct": num_distinct,
-            "reward_mean": _nanmean(rewards, dead),
-            "reward_max": _argmax_value(rewards),
-            "num_dead": newly_dead.sum(dim=1),
-        }
-        return record, state, output
-
-    def _resample(self, resampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resample the groups flagged in ``resampled`` (G,); returns within-group ancestors."""
-        K = self.num_particles
-        ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
-        probabilities = torch.exp(normalise(self.log_weights[resampled]))  # (R, K)
-        ancestors[resampled] = resample(
-            probabilities, K, self.config.resampling, self.engine_generator
-        )
-        # Each resampled group's evidence grows by the mean of its unnormalised weights.
-        self.log_evidence = torch.where(
-            resampled, self.log_evidence + log_mean_exp(self.log_weights), self.log_evidence
-        )
-        self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
-        for name in ("applied", "previous", "running"):
-            setattr(self, name, getattr(self, name).gather(1, ancestors))
-        one_hot = torch.zeros(self.num_groups, K, dtype=torch.bool)
-        one_hot.scatter_(1, ancestors, True)
-        return ancestors, one_hot.sum(dim=1)
-
-    def _unscored(self, step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "scored": False,
-            "ess": ess(self.log_weights),
-            "resampled": torch.zeros(self.num_groups, dtype=torch.bool),
-            "ancestors": None,
-            "num_distinct": None,
-            "reward_mean": None,
-            "reward_max": None,
-            "num_dead": None,
-        }
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _flat(self, ancestors: torch.Tensor) -> torch.Tensor:
-        """(G, K) within-group ancestors -> (G*K,) indices into the flat particle axis."""
-        offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
-        return (ancestors + offsets).reshape(-1)
-
-    def _score(self, decoded: Any, per_particle: int = 1) -> torch.Tensor:
-        """Call the reward on the flat batch (chunked) and return float64 rewards on the CPU.
-
-        Shaped (G, K), or (G, K, M) for ``per_particle = M > 1`` predictions per particle (laid
-        out particle-major: the M predictions of particle p are rows p*M .. p*M + M - 1).
-        """
-        total = self.num_groups * self.num_particles * per_particle
-        if len(decoded) != total:
-            raise ValueError(
-                f"the model decoded {len(decoded)} samples but the run expects {total} "
-                f"({self.num_groups} groups x {self.num_particles} particles x {per_particle} "
-                "prediction(s) each)."
-            )
-        batch_size = getattr(self.reward, "batch_size", None) or total
-        values = []
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
-            prompts = (
-                None
-                if self.reward_prompts is None
-                else [self.reward_prompts[i // per_particle] for i in range(start, stop)]
-            )
-            out = self.reward(decoded[start:stop], prompts)
-            out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-            if out.numel() != stop - start:
-                raise ValueError(
-                    f"the reward returned {out.numel()} values for {stop - start} samples: "
-                    "it must return one float per sample."
-                )
-            values.append(out)
-        self.reward_calls += total
-        extra = (per_particle,) if per_particle > 1 else ()
-        return torch.cat(values).reshape(self.num_groups, self.num_particles, *extra)
-
-    def _group(self, decoded: Any) -> Any:
-        G, K = self.num_groups, self.num_particles
-        if isinstance(decoded, torch.Tensor):
-            return decoded.reshape(G, K, *decoded.shape[1:])
-        items = list(decoded)
-        return [items[g * K : (g + 1) * K] for g in range(G)]
-
-    def _check_no_plus_inf(self, rewards: torch.Tensor, step: int) -> None:
-        bad = rewards == math.inf
-        if bool(bad.any()):
-            group = int(bad.any(dim=1).nonzero()[0])
-            raise ValueError(
-                f"the reward returned +inf at step {step} for group {group} "
-                f"(prompt {self.group_prompts[group]!r}): rewards must be finite, or NaN/-inf "
-                "to discard a sample."
-            )
-
-    def _check_alive(
-        self, step: int, rewards: torch.Tensor, log_weights: torch.Tensor | None = None
-    ) -> None:
-        log_weights = self.log_weights if log_weights is None else log_weights
-        all_dead = torch.isneginf(log_weights).all(dim=1)
-        if bool(all_dead.any()):
-            group = int(all_dead.nonzero()[0])
-            raise AllParticlesDeadError(
-                f"every particle of group {group} (prompt {self.group_prompts[group]!r}) has "
-                f"weight zero at step {step} of {self.num_steps}: the reward returned "
-                f"{rewards[group].tolist()}. Rewards must be finite for at least one particle."
-            )
-
-
-def _num_predictions(model: StepModel) -> int:
-    """Clean predictions per particle that ``predict`` returns (optional attribute, default 1)."""
-    value = getattr(model, "num_predictions", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"model.num_predictions must be a positive int, got {value!r}.")
-    return value
+        decoded = model.decode(model.final_sample(state), final=True)
+        return system.finish(decoded, reward_seconds=time.perf_counter() - start)
 
 
 def _elapsed(start: float, synchronise_on: Any) -> float:
@@ -451,19 +110,3 @@ def _elapsed(start: float, synchronise_on: Any) -> float:
     if isinstance(synchronise_on, torch.Tensor) and synchronise_on.device.type == "cuda":
         torch.cuda.synchronize(synchronise_on.device)
     return time.perf_counter() - start
-
-
-def _argmax_finite(rewards: torch.Tensor) -> torch.Tensor:
-    """(G,) index of the largest reward per group, NaN counted as -inf."""
-    return torch.nan_to_num(rewards, nan=-math.inf).argmax(dim=1)
-
-
-def _argmax_value(rewards: torch.Tensor) -> torch.Tensor:
-    return torch.nan_to_num(rewards, nan=-math.inf).amax(dim=1)
-
-
-def _nanmean(rewards: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """(G,) mean of the finite rewards per group (NaN where none is finite)."""
-    count = (~dead).sum(dim=1)
-    total = torch.where(dead, 0.0, rewards).sum(dim=1)
-    return total / count
