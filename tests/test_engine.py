@@ -397,3 +397,32 @@ def test_model_with_several_predictions_gets_one_reward_call_for_all_of_them():
     with pytest.raises(ValueError, match="2 prediction"):
         steer(DecodesOnePerParticle(), first_coordinate, FKConfig(num_particles=3),
               prompts=["a", "b"], generator=torch.Generator())
+
+
+# -- the push-style ParticleSystem that drivers call -------------------------------------------
+
+
+def test_particle_system_driven_by_hand():
+    from fksteer.smc.particles import ParticleSystem
+
+    config = FKConfig(num_particles=4, resample_start=1, lmbda=1.0)
+    system = ParticleSystem(first_coordinate, config, num_steps=3, prompts=["a", "b"],
+                            generator=torch.Generator().manual_seed(0))
+    assert [system.scores(step) for step in range(3)] == [False, True, True]
+    system.record(0, model_seconds=0.5, evaluations=16)  # e.g. classifier-free guidance: 2 x 8
+    with pytest.raises(ValueError, match="not a scoring step"):
+        system.score(0, torch.zeros(8, 2))
+    rewards = torch.tensor([[0.0, 0, 0, 9], [0, 0, 0, 0]]).reshape(8, 1).expand(8, 2)
+    ancestors = system.score(1, rewards.clone())
+    assert ancestors.shape == (8,) and ancestors.dtype == torch.int64
+    assert torch.all(ancestors[:4] == 3)  # group a: all mass on its 4th particle (weight e^9)
+    assert torch.all(ancestors[4:] // 4 == 1)  # group b stays in group b
+    system.record(1, model_seconds=0.5, reward_seconds=0.25)
+    assert system.score(2, torch.zeros(8, 2)) is not None
+    system.record(2)
+    result = system.finish(torch.zeros(8, 2))
+    assert result.nfe == 16 + 8 + 8
+    assert [step.scored for step in result.trace] == [False, True, True, True]
+    assert result.trace[0].model_seconds == 0.5 and result.trace[1].reward_seconds >= 0.25
+    with pytest.raises(RuntimeError, match="already called"):
+        system.finish(torch.zeros(8, 2))
