@@ -28,7 +28,7 @@ from fksteer.embedded.fashion import CLASS_NAMES, load_fashion
 SIZES = {
     # name: (block_out_channels, training steps)
     "weak": ((16, 32), 3000),
-    "strong": ((32, 64), 4000),
+    "strong": ((32, 64), 3000),
 }
 NULL_CLASS = len(CLASS_NAMES)
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src/fksteer/embedded/weights"

@@ -8,8 +8,9 @@ from fksteer.bench.records import RecordFile, mean_and_ci
 from fksteer.cli import main
 
 
-def test_demo_writes_a_report_with_the_exact_row(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--runs", "8", "--particles", "8"]) == 0
+def test_demo_exact_writes_a_report_with_the_exact_row(tmp_path, capsys):
+    args = ["demo", "--exact", "--out", str(tmp_path), "--runs", "8", "--particles", "8"]
+    assert main(args) == 0
     assert "exact target" in capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == {"base", "best_of_n", "importance", "fk", "exact"}

@@ -1,6 +1,9 @@
 """The `fksteer` command line.
 
-    fksteer demo                       steer the exact rare-mode fixture, compare with the truth
+    fksteer sample [PROMPT ...]        steer an image model (embedded by default), save images
+    fksteer text [PROMPT ...]          steer a masked text model (embedded by default), save texts
+    fksteer demo                       base vs best-of-K vs FK on the embedded image model
+    fksteer demo --exact               steer the exact rare-mode fixture, compare with the truth
     fksteer bench exact [--quick]      error to an exact target vs particles, FK vs importance
     fksteer bench vectorisation        cost of 512 groups against 1
 
@@ -39,10 +42,38 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from fksteer.demo import run_demo
+    from fksteer.commands.options import set_threads
 
-    print(run_demo(args.out, num_particles=args.particles, num_runs=args.runs, seed=args.seed))
-    print(f"results in {args.out}/ (report.md, summary.json, samples.png)")
+    set_threads(args.threads, embedded=not args.exact)
+    if args.exact:
+        from fksteer.commands.demo_exact import run_demo
+
+        particles = 16 if args.particles is None else args.particles
+        out = args.out or "runs/demo-exact"
+        print(run_demo(out, num_particles=particles, num_runs=args.runs, seed=args.seed))
+        print(f"results in {out}/ (report.md, summary.json, samples.png)")
+        return
+    from fksteer.commands.demo_image import DEMO_PROMPTS, run_image_demo
+
+    out = args.out or "runs/demo"
+    print(run_image_demo(out, num_particles=4 if args.particles is None else args.particles,
+                         prompts=args.prompts or DEMO_PROMPTS, num_steps=args.steps,
+                         lmbda=args.lmbda, seed=args.seed))
+    print(f"results in {out}/ (grid.png, report.md, summary.json, config.json)")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from fksteer.commands.options import resolve_options
+    from fksteer.commands.sample import SAMPLE_DEFAULTS, run_sample
+
+    print(run_sample(resolve_options(args, SAMPLE_DEFAULTS)))
+
+
+def _text(args: argparse.Namespace) -> None:
+    from fksteer.commands.options import resolve_options
+    from fksteer.commands.text import TEXT_DEFAULTS, run_text
+
+    print(run_text(resolve_options(args, TEXT_DEFAULTS)))
 
 
 def _bench_exact(args: argparse.Namespace) -> None:
@@ -74,6 +105,26 @@ def _bench_vectorisation(args: argparse.Namespace) -> None:
     print(Path(args.out, "report.md").read_text())
 
 
+def _bench_overhead(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from fksteer.bench.overhead import OverheadBenchConfig, run_overhead_bench
+
+    bench = OverheadBenchConfig.quick() if args.quick else OverheadBenchConfig()
+    overrides = {
+        name: value
+        for name, value in (
+            ("num_particles", args.particles),
+            ("num_steps", args.steps),
+            ("repeats", args.repeats),
+        )
+        if value is not None
+    }
+    bench = replace(bench, **overrides)
+    run_overhead_bench(bench, args.out, progress=_progress("bench overhead"))
+    print(Path(args.out, "report.md").read_text())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fksteer import __version__
 
@@ -85,16 +136,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from fksteer.commands.options import add_run_options
+    from fksteer.commands.sample import SAMPLE_DEFAULTS
+    from fksteer.commands.text import TEXT_DEFAULTS
+
+    sample = commands.add_parser(
+        "sample",
+        help="steer an image model and save every particle, grids and records",
+        description="Steer an image diffusion model with FK particles. With no arguments: the "
+        "embedded weak Fashion-MNIST model, a few class names as prompts, and the embedded "
+        "steering classifier as the reward. Writes images/, grid_*.png, results.jsonl, "
+        "summary.json and config.json into --out.",
+    )
+    add_run_options(sample, SAMPLE_DEFAULTS)
+    sample.add_argument("--guidance-scale", type=float,
+                        help="classifier-free guidance scale (default: 1.0)")
+    sample.set_defaults(handler=_sample)
+
+    text = commands.add_parser(
+        "text",
+        help="steer a masked diffusion language model and save the texts and records",
+        description="Steer a masked diffusion LM with FK particles. With no arguments: the "
+        "embedded fortunes model, a few openings as prompts, and the toxicity reward (the FK "
+        "steering paper's rare-attribute demo). --model takes a transformers masked-LM id or "
+        "folder. Writes results.jsonl, texts.md, summary.json and config.json into --out.",
+    )
+    add_run_options(text, TEXT_DEFAULTS)
+    text.add_argument("--seq-len", type=int, help="tokens to generate (default: 32)")
+    text.add_argument("--num-x0-samples", type=int,
+                      help="clean-sample draws scored per particle (default: 1)")
+    text.set_defaults(handler=_text)
+
     demo = commands.add_parser(
         "demo",
-        help="steer the exact rare-mode fixture and compare every method with the truth",
-        description="Steer a 2-D Gaussian-mixture diffusion whose tilted target is known in "
-        "closed form; print base, best-of-K, importance sampling and FK beside the exact answer.",
+        help="base vs best-of-K vs FK on the embedded image model (--exact: the exact fixture)",
+        description="Run base sampling, best-of-K and FK steering at equal K on the embedded "
+        "weak image model; print steering reward, held-out judge accuracy, wall time and NFE; "
+        "write grid.png, report.md, summary.json, config.json. With --exact: steer a 2-D "
+        "Gaussian-mixture diffusion whose tilted target is known in closed form.",
     )
-    demo.add_argument("--out", default="runs/demo", help="output directory (default: %(default)s)")
-    demo.add_argument("--particles", type=int, default=16, help="K per run (default: 16)")
-    demo.add_argument("--runs", type=int, default=64, help="independent runs (default: 64)")
+    demo.add_argument("prompts", nargs="*", metavar="PROMPT",
+                      help="class names (default: the ten Fashion-MNIST classes)")
+    demo.add_argument("--exact", action="store_true",
+                      help="the exact Gaussian-mixture demo instead of the image demo")
+    demo.add_argument("--out", help="output directory (default: runs/demo; --exact: "
+                      "runs/demo-exact)")
+    demo.add_argument("--particles", type=int, help="K per prompt (default: 4; --exact: 16)")
+    demo.add_argument("--steps", type=int, default=50, help="denoising steps (default: 50)")
+    demo.add_argument("--lmbda", "--lambda", dest="lmbda", type=float, default=10.0,
+                      help="tilt lambda (default: 10)")
+    demo.add_argument("--runs", type=int, default=64, help="--exact: independent runs (64)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--threads", type=int, help="torch CPU threads (default: 1, fastest for "
+                      "the small embedded model; --exact: torch's choice)")
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="benchmarks that write JSONL, markdown and PNG")
@@ -121,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     vectorisation.add_argument("--out", default="runs/bench-vectorisation")
     vectorisation.add_argument("--repeats", type=int, default=5, help="timed repeats per G")
     vectorisation.set_defaults(handler=_bench_vectorisation)
+
+    overhead = suites.add_parser(
+        "overhead",
+        help="steered / stock time of a diffusers pipeline (small UNet, CPU, score every step)",
+        description="Time DDPMPipeline on a small UNet stock, wrapped (method=base), and steered "
+        "with a cheap reward at every step; interleaved repeats. Needs the diffusers extra.",
+    )
+    overhead.add_argument("--out", default="runs/bench-overhead", help="output directory")
+    overhead.add_argument("--quick", action="store_true", help="small variant (seconds)")
+    overhead.add_argument("--particles", type=int, help="K (default 16)")
+    overhead.add_argument("--steps", type=int, help="denoising steps (default 50)")
+    overhead.add_argument("--repeats", type=int, help="interleaved repeats (default 5)")
+    overhead.set_defaults(handler=_bench_overhead)
     return parser
 
 
@@ -132,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.handler(args)
-    except ValueError as error:
-        print(f"fksteer: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        message = " ".join(str(error).split())  # one line
+        print(f"fksteer: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -698,11 +698,19 @@ class MaskedDiffusionModel:
         )
 
     def decode(self, clean: torch.Tensor, final: bool) -> Any:
-        """Token ids (B, L) -> a list of :class:`DecodedText` with a tokenizer, else the ids."""
+        """Token ids (B, L) -> a list of :class:`DecodedText` with a tokenizer, else the ids.
+
+        The text stops at the first end-of-text token when the tokenizer has one
+        (``eos_token_id``); special tokens are dropped. ``.token_ids`` keeps the whole row.
+        """
         if self.tokenizer is None:
             return clean
         ids = clean.cpu()
-        texts = self.tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)
+        rows = ids.tolist()
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is not None:  # the text ends at the first end-of-text token
+            rows = [row[: row.index(eos)] if eos in row else row for row in rows]
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         return [DecodedText(text, row) for text, row in zip(texts, ids, strict=True)]
 
     def permute(

@@ -1,6 +1,6 @@
-"""`fksteer demo`: steer the exact rare-mode mixture and compare with the baselines and the truth.
+"""`fksteer demo --exact`: steer the exact rare-mode mixture, compare with baselines and truth.
 
-    from fksteer.demo import run_demo
+    from fksteer.commands.demo_exact import run_demo
     report = run_demo("runs/demo", num_particles=16, seed=0)
 
 The model is `GaussianMixtureDiffusion.rare_mode()`: 2-D samples, reward r(x) = x_1, and a target

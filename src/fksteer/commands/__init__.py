@@ -1,0 +1,12 @@
+"""The work behind each `fksteer` subcommand, one module per command or shared concept.
+
+    from fksteer.commands.sample import run_sample         # fksteer sample (images)
+    from fksteer.commands.text import run_text             # fksteer text (masked text models)
+    from fksteer.commands.demo_image import run_image_demo # fksteer demo
+    from fksteer.commands.demo_exact import run_demo       # fksteer demo --exact
+
+Shared pieces: ``options`` (FKConfig fields and run options on the command line, merged with a
+``--config`` file read by ``config_file``), ``prompts`` (prompt files), ``staging`` (an output
+directory that appears whole or not at all), ``images`` (PNG tiles and grids), ``records``
+(results.jsonl, summary.json, config.json of a steering run).
+"""

@@ -1,0 +1,156 @@
+"""`fksteer sample`: steer an image model and save every particle, grids and the run's records.
+
+    from fksteer.commands.sample import SAMPLE_DEFAULTS, run_sample
+    run_sample(values)     # values: SAMPLE_DEFAULTS updated by --config and the command line
+
+Writes into ``out``: ``images/g{group}_k{particle}.png`` (every particle), ``grid_g{group}.png``
+per prompt (particles by weight, heaviest first, the highest reward framed in red),
+``results.jsonl`` (one line per particle: prompt, group, particle, reward, weight, path),
+``summary.json`` (log Z per group, ESS trace, NFE, reward calls, timings) and ``config.json``
+(the resolved options and FKConfig). Everything is validated (model, reward, prompts, config,
+``out``) before the run; the directory appears only when the run has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+import torch
+
+from fksteer.commands.options import (
+    DTYPES,
+    FK_FIELDS,
+    build_fk_config,
+    resolve_device,
+    set_threads,
+)
+from fksteer.smc.config import FKConfig
+
+__all__ = ["SAMPLE_DEFAULTS", "EMBEDDED_REWARD", "run_sample", "load_image_reward"]
+
+logger = logging.getLogger(__name__)
+
+#: The reward name that means: the embedded steering classifier, log p(prompt's class | x).
+EMBEDDED_REWARD = "embedded-classifier"
+
+SAMPLE_DEFAULTS: dict[str, Any] = {
+    "prompts": ["sneaker", "bag", "dress"],
+    "prompts_file": None,
+    "model": "embedded-weak",
+    "reward": EMBEDDED_REWARD,
+    **{field: getattr(FKConfig(), field) for field in FK_FIELDS},
+    "method": "fk",
+    "steps": 50,
+    "guidance_scale": 1.0,
+    "device": "cpu",
+    "dtype": "float32",
+    "seed": 0,
+    "threads": None,
+    "config": None,
+    "out": "runs/sample",
+}
+
+
+def load_image_reward(name: str, embedded: bool, device: torch.device):
+    """The reward named by ``--reward``; the embedded classifier only for embedded models."""
+    if name == EMBEDDED_REWARD:
+        if not embedded:
+            raise ValueError(
+                f"--reward {EMBEDDED_REWARD} scores Fashion-MNIST classes and needs an embedded "
+                "model: pass --reward NAME or package.module:function for this --model."
+            )
+        from fksteer.embedded.classifier import load_classifier
+        from fksteer.embedded.fashion import CLASS_NAMES
+        from fksteer.rewards.classifier import ClassifierLogProb
+
+        return ClassifierLogProb(load_classifier("steering"), labels=CLASS_NAMES,
+                                 transform=lambda images: images.float(), device=device)
+    from fksteer.rewards import load_reward
+
+    try:
+        return load_reward(name)
+    except ValueError as error:
+        raise ValueError(f"--reward: {error}") from None
+    except ImportError as error:
+        raise ImportError(f"--reward {name}: {error}") from None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", _text(text).lower()).strip("-")[:40] or "prompt"
+
+
+def _text(prompt: Any) -> str:
+    return "" if prompt is None else str(prompt)
+
+
+def run_sample(values: dict[str, Any]) -> str:
+    """Validate, steer and write; return a short text report for the terminal."""
+    from fksteer.commands.image_models import EMBEDDED_IMAGE_MODELS, load_image_runner
+    from fksteer.commands.prompts import read_prompts_file
+    from fksteer.commands.staging import check_writable, staged_directory
+
+    started = time.perf_counter()
+    set_threads(values["threads"], embedded=values["model"] in EMBEDDED_IMAGE_MODELS)
+    config = build_fk_config(values)
+    prompts = (read_prompts_file(values["prompts_file"]) if values["prompts_file"]
+               else list(values["prompts"]))
+    if not prompts:
+        raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
+    device = resolve_device(values["device"])
+    check_writable(values["out"])
+    runner = load_image_runner(values["model"], values["steps"], values["guidance_scale"],
+                               device, DTYPES[values["dtype"]])
+    prompts = runner.check_prompts(prompts)
+    reward = load_image_reward(values["reward"], runner.embedded, device)
+    loaded = time.perf_counter()
+    logger.info("steering %d prompts x %d particles with %s", len(prompts),
+                config.num_particles, runner.description)
+    result = runner.run(reward, config, prompts, torch.Generator().manual_seed(values["seed"]),
+                        values["method"])
+    steered = time.perf_counter()
+    samples = result.samples.detach().float().cpu()  # (G, K, C, H, W)
+    timings = {"load": loaded - started, "steer": steered - loaded}
+    with staged_directory(values["out"]) as work:
+        _write(work, values, config, prompts, result, samples, timings)
+    return _report(values, prompts, result, timings)
+
+
+def _write(work, values, config, prompts, result, samples, timings) -> None:
+    from fksteer.commands.images import particle_row, save_png, to_pil_image
+    from fksteer.commands.records import run_summary, write_json, write_jsonl
+
+    records = []
+    for group, prompt in enumerate(prompts):
+        for particle in range(result.num_particles):
+            path = f"images/g{group:03d}_k{particle:03d}.png"
+            save_png(to_pil_image(samples[group, particle]), work / path)
+            records.append({
+                "prompt": _text(prompt), "group": group, "particle": particle,
+                "reward": float(result.rewards[group, particle]),
+                "weight": float(result.weights[group, particle]),
+                "best": particle == int(result.best[group]), "path": path,
+            })
+        row = particle_row(samples[group], result.weights[group], best=int(result.best[group]))
+        save_png(row, work / f"grid_g{group:03d}_{_slug(prompt)}.png")
+    write_jsonl(work / "results.jsonl", records)
+    write_json(work / "summary.json", run_summary(result, prompts, timings))
+    options = {key: value for key, value in values.items() if key not in FK_FIELDS}
+    write_json(work / "config.json", {"command": "sample", "fk_config": config.to_dict(),
+                                      **options, "prompts": [_text(p) for p in prompts]})
+
+
+def _report(values, prompts, result, timings) -> str:
+    lines = [f"{values['method']} on {values['model']}: {len(prompts)} prompts x "
+             f"{result.num_particles} particles, NFE {result.nfe}, reward calls "
+             f"{result.reward_calls}, {timings['steer']:.1f} s"]
+    for group, prompt in enumerate(prompts):
+        best = int(result.best[group])
+        lines.append(f"  {_text(prompt)!r}: best reward {float(result.rewards[group, best]):.3f}, "
+                     f"log Z {float(result.log_evidence[group]):.3f}, "
+                     f"final ESS {float(result.ess[group]):.2f}")
+    lines.append(f"results in {values['out']}/ (grid_*.png, images/, results.jsonl, "
+                 "summary.json, config.json)")
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""`fksteer text`: steer a masked diffusion language model and save the texts and records.
+
+    from fksteer.commands.text import TEXT_DEFAULTS, run_text
+    run_text(values)     # values: TEXT_DEFAULTS updated by --config and the command line
+
+``--model embedded`` is the embedded fortunes model (:func:`fksteer.embedded.text_model.
+load_text_model`); anything else is a transformers masked LM id or local folder, loaded with
+:meth:`TransformersDenoiser.from_pretrained`. The default reward, ``toxicity``, is the FK
+steering paper's rare-attribute demo (red-teaming: steering towards a rare attribute).
+
+Writes into ``out``: ``results.jsonl`` (one line per particle: prompt, group, particle, text,
+reward, weight), ``texts.md`` (each prompt's texts by weight), ``summary.json`` and
+``config.json``; the directory appears only when the run has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fksteer.commands.options import (
+    DTYPES,
+    FK_FIELDS,
+    build_fk_config,
+    resolve_device,
+    set_threads,
+)
+from fksteer.smc.config import FKConfig
+
+__all__ = ["TEXT_DEFAULTS", "run_text", "load_text_runner"]
+
+logger = logging.getLogger(__name__)
+
+TEXT_DEFAULTS: dict[str, Any] = {
+    "prompts": ["You will", "The best", "Never"],
+    "prompts_file": None,
+    "model": "embedded",
+    "reward": "toxicity",
+    **{field: getattr(FKConfig(), field) for field in FK_FIELDS},
+    "method": "fk",
+    "steps": 32,
+    "seq_len": 32,
+    "num_x0_samples": 1,
+    "device": "cpu",
+    "dtype": "float32",
+    "seed": 0,
+    "threads": None,
+    "config": None,
+    "out": "runs/text",
+}
+
+
+def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.dtype):
+    """The MaskedDiffusionModel that ``--model`` names; errors name --model and the fix."""
+    from fksteer.commands.image_models import looks_like_path
+    from fksteer.integrations.masked_diffusion import MaskedDiffusionModel, TransformersDenoiser
+
+    name = values["model"]
+    sizes = {"seq_len": values["seq_len"], "num_steps": values["steps"],
+             "num_x0_samples": values["num_x0_samples"]}
+    if name == "embedded":
+        from fksteer.embedded.text_model import load_text_model
+
+        try:
+            model = load_text_model(**sizes, device=device)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"--model embedded: {error}") from None
+        model.denoiser.to(device=device, dtype=dtype)
+        return model
+    path = Path(name).expanduser()
+    fix = "pass embedded, a transformers masked-LM id, or a local folder saved by save_pretrained"
+    if path.exists() and not (path / "config.json").is_file():
+        raise ValueError(f"--model {name}: no config.json there; {fix}.")
+    if not path.exists() and looks_like_path(name):
+        raise FileNotFoundError(f"--model {name}: no such directory; {fix}.")
+    try:
+        denoiser = TransformersDenoiser.from_pretrained(str(path) if path.exists() else name,
+                                                        device=device)
+    except ImportError:
+        raise
+    except ValueError as error:
+        raise ValueError(f"--model {name}: {error}") from None
+    except Exception as error:  # hub, network and format errors all mean: cannot load it
+        raise ValueError(
+            f"--model {name}: cannot load a masked LM ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); {fix}."
+        ) from None
+    denoiser.model.to(dtype=dtype)
+    suppress = [i for i in getattr(denoiser.tokenizer, "all_special_ids", []) if i is not None]
+    return MaskedDiffusionModel(denoiser, **sizes, suppress_token_ids=suppress, device=device)
+
+
+def run_text(values: dict[str, Any]) -> str:
+    """Validate, steer and write; return a short text report for the terminal."""
+    from fksteer.commands.prompts import read_prompts_file
+    from fksteer.commands.staging import check_writable, staged_directory
+    from fksteer.rewards import load_reward
+    from fksteer.smc.engine import steer
+
+    started = time.perf_counter()
+    set_threads(values["threads"], embedded=values["model"] == "embedded")
+    config = build_fk_config(values)
+    for option in ("seq_len", "num_x0_samples"):
+        value = values[option]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{option.replace('_', '-')} {value!r}: pass a positive int.")
+    prompts = (read_prompts_file(values["prompts_file"]) if values["prompts_file"]
+               else list(values["prompts"]))
+    if not prompts:
+        raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
+    device = resolve_device(values["device"])
+    check_writable(values["out"])
+    try:
+        reward = load_reward(values["reward"])
+    except ValueError as error:
+        raise ValueError(f"--reward: {error}") from None
+    except ImportError as error:
+        raise ImportError(f"--reward {values['reward']}: {error}") from None
+    model = load_text_runner(values, device, DTYPES[values["dtype"]])
+    for prompt in prompts:
+        model.prompt_ids(prompt)  # a ValueError names a prompt the model cannot take
+    loaded = time.perf_counter()
+    progress = _progress_bar(model.num_steps)
+    result = steer(_WithProgress(model, progress), reward, config, prompts=prompts,
+                   generator=torch.Generator().manual_seed(values["seed"]),
+                   method=values["method"])
+    if progress is not None:
+        progress.close()
+    steered = time.perf_counter()
+    timings = {"load": loaded - started, "steer": steered - loaded}
+    with staged_directory(values["out"]) as work:
+        _write(work, values, config, prompts, result, timings)
+    return _report(values, prompts, result, timings)
+
+
+def _progress_bar(total: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="steer", unit="step")
+
+
+class _WithProgress:
+    """The model, ticking a progress bar at each ``move``."""
+
+    def __init__(self, model, bar):
+        self._model, self._bar = model, bar
+        self.num_steps = model.num_steps
+        self.num_predictions = getattr(model, "num_predictions", 1)
+
+    def init(self, prompts, num_particles, generator):
+        return self._model.init(prompts, num_particles, generator)
+
+    def predict(self, state, step, generator):
+        return self._model.predict(state, step, generator)
+
+    def move(self, state, model_output, step, generator):
+        if self._bar is not None:
+            self._bar.update(1)
+        return self._model.move(state, model_output, step, generator)
+
+    def decode(self, clean, final):
+        return self._model.decode(clean, final)
+
+    def permute(self, state, model_output, ancestors):
+        return self._model.permute(state, model_output, ancestors)
+
+    def final_sample(self, state):
+        return self._model.final_sample(state)
+
+
+def _texts(result) -> list[list[str]]:
+    return [[str(text) for text in row] for row in result.samples]
+
+
+def _write(work, values, config, prompts, result, timings) -> None:
+    from fksteer.commands.records import run_summary, write_json, write_jsonl
+
+    texts = _texts(result)
+    records, markdown = [], ["# fksteer text\n"]
+    for group, prompt in enumerate(prompts):
+        markdown.append(f"## {prompt!r}\n")
+        for particle in range(result.num_particles):
+            records.append({
+                "prompt": prompt, "group": group, "particle": particle,
+                "text": texts[group][particle],
+                "reward": float(result.rewards[group, particle]),
+                "weight": float(result.weights[group, particle]),
+                "best": particle == int(result.best[group]),
+            })
+        order = torch.argsort(result.weights[group], descending=True, stable=True).tolist()
+        for particle in order:
+            markdown.append(f"- w={float(result.weights[group, particle]):.3f} "
+                            f"r={float(result.rewards[group, particle]):.3f}: "
+                            f"{texts[group][particle]!r}")
+        markdown.append("")
+    write_jsonl(work / "results.jsonl", records)
+    (work / "texts.md").write_text("\n".join(markdown) + "\n")
+    summary = run_summary(result, prompts, timings)
+    summary["best_texts"] = [texts[g][int(result.best[g])] for g in range(len(prompts))]
+    write_json(work / "summary.json", summary)
+    options = {key: value for key, value in values.items() if key not in FK_FIELDS}
+    write_json(work / "config.json", {"command": "text", "fk_config": config.to_dict(),
+                                      **options, "prompts": list(prompts)})
+
+
+def _report(values, prompts, result, timings) -> str:
+    texts = _texts(result)
+    lines = [f"{values['method']} on {values['model']} with reward {values['reward']}: "
+             f"{len(prompts)} prompts x {result.num_particles} particles, NFE {result.nfe}, "
+             f"{timings['steer']:.1f} s"]
+    for group, prompt in enumerate(prompts):
+        best = int(result.best[group])
+        lines.append(f"  {prompt!r} -> {texts[group][best]!r} "
+                     f"(reward {float(result.rewards[group, best]):.3f})")
+    lines.append(f"results in {values['out']}/ (results.jsonl, texts.md, summary.json, "
+                 "config.json)")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""`fksteer text`: end to end on a tiny masked LM folder (and the embedded model); bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_helpers import one_thread, run_cli  # noqa: F401  (the fixture is autouse)
+
+from fksteer.embedded.text_model import TEXT_MODEL_DIR
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+pytest.importorskip("profanity_check")
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = "the a cat dog sat ran on mat big small red blue is was and damn".split()
+TINY = ["--steps", "3", "--seq-len", "4", "--num-particles", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tmp_path_factory):
+    """A random tiny BertForMaskedLM and a word-level tokenizer, saved as a hub folder."""
+    import torch
+
+    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    backend.decoder = tokenizers.decoders.WordPiece(prefix="##")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+    )
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    transformers.BertForMaskedLM(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_text_on_a_transformers_folder_writes_texts_and_records(tiny_model_folder, tmp_path,
+                                                                 capsys):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(["text", "the cat", "a dog", "--model", tiny_model_folder,
+                                    *TINY, "--out", out], capsys)
+    assert code == 0, stderr
+    assert "the cat" in stdout
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) == 4
+    assert {"prompt", "group", "particle", "text", "reward", "weight"} <= set(records[0])
+    assert [r["prompt"] for r in records] == ["the cat", "the cat", "a dog", "a dog"]
+    assert all(isinstance(r["text"], str) and r["text"] for r in records)
+    assert all(0.0 <= r["reward"] <= 1.0 for r in records)  # toxicity is a probability
+    for group in (0, 1):
+        assert sum(r["weight"] for r in records if r["group"] == group) == pytest.approx(1.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["log_evidence"]) == 2 and len(summary["best_texts"]) == 2
+    assert summary["nfe"] > 0 and len(summary["trace"]) == 4
+    config = json.loads((out / "config.json").read_text())
+    assert config["reward"] == "toxicity" and config["seq_len"] == 4
+    assert config["fk_config"]["num_particles"] == 2
+    assert (out / "texts.md").read_text().startswith("# fksteer text")
+
+
+@pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
+                    reason="the embedded text model's weights are not committed yet")
+def test_text_with_no_model_runs_the_embedded_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["text", "You will", *TINY, "--out", out], capsys)
+    assert code == 0, stderr
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) == 2 and all(isinstance(r["text"], str) for r in records)
+    assert json.loads((out / "config.json").read_text())["model"] == "embedded"
+
+
+@pytest.mark.parametrize(
+    "args, option, hint",
+    [
+        (["--model", "/no/such/folder/model"], "--model", "no such directory"),
+        (["--reward", "no-such-reward"], "--reward", "Registered"),
+        (["--seq-len", "0"], "--seq-len", "positive int"),
+        (["--lmbda", "x"], "--lmbda", "not a number"),
+        (["--num-particles", "0"], "--num-particles", "positive int"),
+    ],
+)
+def test_bad_text_input_exits_2_and_writes_nothing(args, option, hint, tiny_model_folder,
+                                                   tmp_path, capsys):
+    out = tmp_path / "runs" / "out"
+    base = ["text", "the cat", "--model", tiny_model_folder, *TINY]
+    code, _, stderr = run_cli([*base, *args, "--out", out], capsys)
+    assert code == 2
+    assert option in stderr and hint in stderr
+    assert not (tmp_path / "runs").exists()
