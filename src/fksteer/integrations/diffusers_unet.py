@@ -1,0 +1,193 @@
+"""A StepModel over a diffusers ``UNet2DModel`` and a scheduler: `UNetStepModel`.
+
+    from fksteer.diffusers import UNetStepModel
+    model = UNetStepModel(unet, DDPMScheduler.from_config(...), num_inference_steps=50)
+    result = fksteer.steer(model, reward, FKConfig(num_particles=8), generator=g)
+
+For unconditional and class-conditional pixel-space UNets (``DDPMPipeline``/``DDIMPipeline``
+models), run by :func:`fksteer.steer`. With ``method="base"`` it reproduces ``DDPMPipeline`` /
+``DDIMPipeline`` for the same generator: same initial draw, same scheduler calls, same noise.
+
+``predict`` evaluates the UNet (optionally in micro-batches) and the clean-sample prediction of
+the scheduler's parameterisation; ``move`` is the scheduler's ``step`` with the run's generator;
+``permute`` reorders the sample, the class labels, the model output and the scheduler's
+per-particle history (:func:`~fksteer.integrations.diffusers_schedulers.permute_scheduler_state`).
+The scheduler object is the model's state between steps, so one UNetStepModel runs one
+``steer`` at a time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from fksteer.integrations.diffusers_pipeline import DeterministicSamplerWarning
+from fksteer.integrations.diffusers_schedulers import (
+    clean_prediction,
+    deterministic_reason,
+    permute_scheduler_state,
+    scheduler_spec,
+)
+
+__all__ = ["UNetStepModel"]
+
+
+class UNetStepModel:
+    """StepModel for a ``UNet2DModel`` (unconditional or class-conditional) and a scheduler.
+
+    Args:
+        unet: a diffusers ``UNet2DModel``; its device and dtype are used.
+        scheduler: any scheduler of
+            :data:`~fksteer.integrations.diffusers_schedulers.SUPPORTED_SCHEDULERS`.
+        num_inference_steps: passed to ``scheduler.set_timesteps``.
+        step_kwargs: extra arguments of ``scheduler.step`` (e.g. ``{"eta": 1.0}`` for DDIM,
+            ``{"s_churn": ...}`` for Euler); the run's generator is passed when ``step`` takes
+            one.
+        decoder: clean samples -> reward input; default ``(x / 2 + 0.5).clamp(0, 1)`` (images in
+            [0, 1], as the pipelines output).
+        denoiser_batch_size: evaluate the UNet on at most this many particles at a time.
+        decode_batch_size: decode at most this many samples at a time.
+        progress: show a progress bar over the steps (needs tqdm).
+
+    Prompts are class labels (ints) for a class-conditional UNet (``num_class_embeds`` set), and
+    are ignored otherwise (``[None]`` is one group).
+    """
+
+    def __init__(
+        self,
+        unet: Any,
+        scheduler: Any,
+        num_inference_steps: int = 50,
+        *,
+        step_kwargs: dict[str, Any] | None = None,
+        decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        denoiser_batch_size: int | None = None,
+        decode_batch_size: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        scheduler_spec(scheduler)  # refuses unsupported schedulers
+        for name, value in (
+            ("num_inference_steps", num_inference_steps),
+            ("denoiser_batch_size", denoiser_batch_size),
+            ("decode_batch_size", decode_batch_size),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name}={value!r} is invalid: pass a positive int.")
+        self.unet = unet
+        self.scheduler = scheduler
+        self.num_inference_steps = num_inference_steps
+        self.step_kwargs = dict(step_kwargs or {})
+        self.decoder = decoder
+        self.denoiser_batch_size = denoiser_batch_size
+        self.decode_batch_size = decode_batch_size
+        self.progress = progress
+        self._bar = None
+        parameters = inspect.signature(scheduler.step).parameters
+        self._step_takes_generator = "generator" in parameters
+        unknown = set(self.step_kwargs) - set(parameters)
+        if unknown:
+            raise ValueError(
+                f"step_kwargs {sorted(unknown)} are not arguments of "
+                f"{type(scheduler).__name__}.step."
+            )
+        scheduler.set_timesteps(num_inference_steps)
+        self.num_steps = len(scheduler.timesteps)
+        reason = deterministic_reason(scheduler, self.step_kwargs)
+        if reason is not None:
+            warnings.warn(
+                "the sampler is deterministic after its first draw, so resampled copies of a "
+                f"particle stay identical: {reason}",
+                DeterministicSamplerWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def init(self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator):
+        from diffusers.utils.torch_utils import randn_tensor
+
+        config = self.unet.config
+        n = len(prompts) * num_particles
+        labels = None
+        if config.get("num_class_embeds") is not None or config.get("class_embed_type"):
+            if any(p is None for p in prompts):
+                raise ValueError(
+                    "this UNet is class-conditional: pass prompts=[class ids], one per group."
+                )
+            labels = torch.as_tensor(list(prompts), device=self.device).repeat_interleave(
+                num_particles
+            )
+        size = config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        shape = (n, config.in_channels, *size)
+        self.scheduler.set_timesteps(self.num_inference_steps)  # also resets the history
+        # As DDPMPipeline/DDIMPipeline: one draw of the whole batch from the generator.
+        sample = randn_tensor(shape, generator=generator, device=self.device, dtype=self.unet.dtype)
+        sample = sample * getattr(self.scheduler, "init_noise_sigma", 1.0)
+        if self.progress:
+            try:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=self.num_steps, desc="steer", unit="step")
+            except ImportError:
+                self._bar = None
+        return {"sample": sample, "labels": labels}
+
+    def _denoise(self, sample: torch.Tensor, timestep: Any, labels: Any) -> torch.Tensor:
+        size = self.denoiser_batch_size or sample.shape[0]
+        outputs = []
+        for start in range(0, sample.shape[0], size):
+            rows = slice(start, start + size)
+            chunk_labels = None if labels is None else labels[rows]
+            outputs.append(
+                self.unet(sample[rows], timestep, class_labels=chunk_labels, return_dict=False)[0]
+            )
+        return torch.cat(outputs)
+
+    def predict(self, state: dict, step: int, generator: torch.Generator):
+        timestep = self.scheduler.timesteps[step]
+        sample = state["sample"]
+        scale = getattr(self.scheduler, "scale_model_input", None)  # flow schedulers have none
+        model_input = sample if scale is None else scale(sample, timestep)
+        output = self._denoise(model_input, timestep, state["labels"])
+        return output, clean_prediction(self.scheduler, output, timestep, sample)
+
+    def move(self, state: dict, model_output: torch.Tensor, step: int, generator):
+        timestep = self.scheduler.timesteps[step]
+        kwargs = dict(self.step_kwargs)
+        if self._step_takes_generator:
+            kwargs["generator"] = generator
+        sample = self.scheduler.step(model_output, timestep, state["sample"], **kwargs).prev_sample
+        if self._bar is not None:
+            self._bar.update(1)
+            if step == self.num_steps - 1:
+                self._bar.close()
+                self._bar = None
+        return {**state, "sample": sample}
+
+    def decode(self, clean: torch.Tensor, final: bool) -> torch.Tensor:
+        size = self.decode_batch_size or max(clean.shape[0], 1)
+        decode = self.decoder or (lambda x: (x.float() / 2 + 0.5).clamp(0, 1))
+        return torch.cat([decode(rows) for rows in clean.split(size)])
+
+    def permute(self, state: dict, model_output: torch.Tensor, ancestors: torch.Tensor):
+        index = ancestors.to(self.device)
+        labels = state["labels"]
+        state = {
+            **state,
+            "sample": state["sample"].index_select(0, index),
+            "labels": None if labels is None else labels.index_select(0, index),
+        }
+        permute_scheduler_state(self.scheduler, ancestors, ancestors.shape[0])
+        return state, model_output.index_select(0, index)
+
+    def final_sample(self, state: dict) -> torch.Tensor:
+        return state["sample"]
