@@ -76,23 +76,23 @@ def _text(args: argparse.Namespace) -> None:
     print(run_text(resolve_options(args, TEXT_DEFAULTS)))
 
 
-def _bench_exact(args: argparse.Namespace) -> None:
+def _with_options(bench, **options):
+    """``bench`` (a frozen config) with the options the user gave (those not None)."""
     from dataclasses import replace
 
+    return replace(bench, **{name: value for name, value in options.items() if value is not None})
+
+
+def _bench_exact(args: argparse.Namespace) -> None:
     from fksteer.bench.exact import ExactBenchConfig, run_exact_bench
 
-    bench = ExactBenchConfig.quick() if args.quick else ExactBenchConfig()
-    overrides = {
-        name: value
-        for name, value in (
-            ("particles", args.particles),
-            ("seeds", args.seeds),
-            ("replicas", args.replicas),
-            ("resample_every", args.resample_every),
-        )
-        if value is not None
-    }
-    bench = replace(bench, **overrides)
+    bench = _with_options(
+        ExactBenchConfig.quick() if args.quick else ExactBenchConfig(),
+        particles=args.particles,
+        seeds=args.seeds,
+        replicas=args.replicas,
+        resample_every=args.resample_every,
+    )
     run_exact_bench(bench, args.out, progress=_progress("bench exact"))
     print(Path(args.out, "report.md").read_text())
 
@@ -106,21 +106,14 @@ def _bench_vectorisation(args: argparse.Namespace) -> None:
 
 
 def _bench_overhead(args: argparse.Namespace) -> None:
-    from dataclasses import replace
-
     from fksteer.bench.overhead import OverheadBenchConfig, run_overhead_bench
 
-    bench = OverheadBenchConfig.quick() if args.quick else OverheadBenchConfig()
-    overrides = {
-        name: value
-        for name, value in (
-            ("num_particles", args.particles),
-            ("num_steps", args.steps),
-            ("repeats", args.repeats),
-        )
-        if value is not None
-    }
-    bench = replace(bench, **overrides)
+    bench = _with_options(
+        OverheadBenchConfig.quick() if args.quick else OverheadBenchConfig(),
+        num_particles=args.particles,
+        num_steps=args.steps,
+        repeats=args.repeats,
+    )
     run_overhead_bench(bench, args.out, progress=_progress("bench overhead"))
     print(Path(args.out, "report.md").read_text())
 
