@@ -14,21 +14,20 @@ Variants, interleaved round by round after a warm-up:
 Writes config.json, results.jsonl (one line per run), report.md (median seconds, ratio to stock,
 peak GPU memory; target fk_tiny / stock <= 1.10) into --out.
 
-How to run it on the device machine (it has torch and transformers but not diffusers; the repo's
-src/ travels with the working tree). Here, once, in the repository root:
+On a GPU machine without network access that has torch and transformers but not diffusers,
+bring the four pure-Python wheels diffusers needs beside torch. On a machine with PyPI, in the
+repository root:
 
-    echo /.whl/ >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \\
         -d .whl diffusers==0.42.1 importlib_metadata==10.2.0 lazy-importer==0.1.0 zipp==4.1.2
 
-(all four are pure-Python wheels; the machine already has huggingface_hub >= 1.32, safetensors
->= 0.8, regex, requests, filelock, numpy, Pillow and transformers). Then one device call with
-``carry=[".whl"]`` and ``timeout_s=540``:
+(huggingface_hub >= 1.32, safetensors >= 0.8, regex, requests, filelock, numpy and Pillow are
+assumed present). Copy the repository with ``.whl/`` to the GPU machine, then there:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src || exit; \\
-    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_overhead.py --out $OUT
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src && \\
+    python3 benchmarks/gpu_overhead.py --out runs/gpu-overhead
 
 It takes about 3 minutes on one H100/H200 (models built on the GPU, 36 timed or warm-up runs).
 ``--quick`` runs tiny models on the CPU in seconds (a smoke test of this script).
