@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fksteer.cli import main
 
 
@@ -16,12 +14,3 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

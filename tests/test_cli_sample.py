@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cli_helpers import one_thread, run_cli  # noqa: F401  (the fixture is autouse)
+from cli_helpers import run_cli
 
 from fksteer.commands.staging import staged_directory
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_helpers import one_thread, run_cli  # noqa: F401  (the fixture is autouse)
+from cli_helpers import run_cli
 
 from fksteer.embedded.text_model import TEXT_MODEL_DIR
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 pytest.importorskip("diffusers")
 pytest.importorskip("matplotlib")
@@ -14,14 +13,6 @@ from fksteer.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A tiny UNet gains nothing from intra-op threads, which spin on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_bench_overhead_writes_results_and_resumes(tmp_path, capsys):

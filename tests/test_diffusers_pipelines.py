@@ -27,15 +27,6 @@ from fksteer.diffusers import (  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine idle
-    OpenMP threads spin: one thread keeps these tests fast. Restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # -- tiny pipelines -----------------------------------------------------------------------------
 
 

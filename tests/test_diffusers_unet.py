@@ -19,15 +19,6 @@ from fksteer.diffusers import DeterministicSamplerWarning, UNetStepModel  # noqa
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine idle
-    OpenMP threads spin: one thread keeps these tests fast. Restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_unet(num_class_embeds=None):
     torch.manual_seed(0)

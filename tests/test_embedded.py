@@ -39,7 +39,6 @@ def test_the_weak_image_model_steers_towards_its_prompt():
     from fksteer.embedded.image_model import load_image_model
     from fksteer.rewards.classifier import ClassifierLogProb
 
-    torch.set_num_threads(1)
     model = load_image_model("weak", num_inference_steps=10)
     reward = ClassifierLogProb(load_classifier("steering"), labels=CLASS_NAMES)
     result = fksteer.steer(model, reward, fksteer.FKConfig(num_particles=2),

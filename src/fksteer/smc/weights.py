@@ -46,11 +46,12 @@ def soft_reward(rewards: torch.Tensor, lmbda: float) -> torch.Tensor:
     log-mean-exp is taken of lambda r, not of r). At lambda = 0 it is the mean. A NaN or -inf
     draw contributes weight 0; a particle whose draws are all NaN/-inf gets NaN (it dies).
     """
-    finite = torch.isfinite(rewards) | (rewards == math.inf)
+    # NaN and -inf draws drop out; +inf is kept so that it reaches the engine's +inf error.
+    kept = ~(torch.isnan(rewards) | torch.isneginf(rewards))
     if lmbda == 0.0:
-        count = finite.sum(dim=-1)
-        total = torch.where(finite, rewards, 0.0).sum(dim=-1)
+        count = kept.sum(dim=-1)
+        total = torch.where(kept, rewards, 0.0).sum(dim=-1)
         return torch.where(count > 0, total / count, math.nan)
-    scaled = torch.where(finite, lmbda * rewards, -math.inf)
+    scaled = torch.where(kept, lmbda * rewards, -math.inf)
     combined = log_mean_exp(scaled) / lmbda
-    return torch.where(finite.any(dim=-1), combined, math.nan)
+    return torch.where(kept.any(dim=-1), combined, math.nan)
