@@ -384,35 +384,23 @@ class _LazyDecoded:
 # -- the run ------------------------------------------------------------------------------------
 
 
+@dataclass(kw_only=True)
 class _PipelineRun:
     """State of one steer_pipeline call: the particle system, built at the first ``step``."""
 
-    def __init__(
-        self,
-        *,
-        reward: Reward,
-        config: FKConfig,
-        method: str,
-        options: DiffusersOptions,
-        generator: Any,
-        seed_generator: torch.Generator,
-        prompts: list | None,
-        decode: Callable[[torch.Tensor], torch.Tensor],
-        pipeline_name: str,
-    ) -> None:
-        self.reward = reward
-        self.config = config
-        self.method = method
-        self.options = options
-        self.generator = generator
-        self.seed_generator = seed_generator
-        self.prompts = prompts
-        self.decode = decode
-        self.pipeline_name = pipeline_name
-        self.system: ParticleSystem | None = None
-        self.batch = 0
-        self.step_count = 0
-        self.last_time = time.perf_counter()
+    reward: Reward
+    config: FKConfig
+    method: str
+    options: DiffusersOptions
+    generator: Any
+    seed_generator: torch.Generator
+    prompts: list | None
+    decode: Callable[[torch.Tensor], torch.Tensor]
+    pipeline_name: str
+    system: ParticleSystem | None = None
+    batch: int = 0
+    step_count: int = 0
+    last_time: float = field(default_factory=time.perf_counter)
 
     def start(self, scheduler: Any, timestep: Any, sample: torch.Tensor, kwargs: dict) -> None:
         K = self.config.num_particles
