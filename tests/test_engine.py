@@ -426,3 +426,34 @@ def test_particle_system_driven_by_hand():
     assert result.trace[0].model_seconds == 0.5 and result.trace[1].reward_seconds >= 0.25
     with pytest.raises(RuntimeError, match="already called"):
         system.finish(torch.zeros(8, 2))
+
+
+def test_particle_system_takes_rewards_computed_by_the_driver():
+    """Given the same rewards, score(rewards=...) and finish(rewards=...) behave exactly as when
+    the system calls the reward itself (a distributed driver scores its own particles)."""
+    from fksteer.smc.particles import ParticleSystem
+
+    config = FKConfig(num_particles=4, lmbda=1.0, resampling="multinomial")
+    states = torch.randn(3, 8, 2, generator=torch.Generator().manual_seed(1))
+    results = []
+    for given in (False, True):
+        system = ParticleSystem(first_coordinate, config, num_steps=2, prompts=["a", "b"],
+                                generator=torch.Generator().manual_seed(0))
+        for step in range(2):
+            rewards = first_coordinate(states[step], None) if given else None
+            ancestors = system.score(step, None if given else states[step], rewards=rewards)
+            results.append(ancestors)
+            system.record(step)
+        rewards = first_coordinate(states[2], None) if given else None
+        results.append(system.finish(states[2], rewards=rewards))
+    first, second = results[:3], results[3:]
+    assert all(torch.equal(a, b) for a, b in zip(first[:2], second[:2], strict=True))
+    assert torch.equal(first[2].log_weights, second[2].log_weights)
+    assert torch.equal(first[2].log_evidence, second[2].log_evidence)
+    assert first[2].reward_calls == second[2].reward_calls == 24
+    system = ParticleSystem(first_coordinate, config, num_steps=2,
+                            generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="expects 4"):
+        system.score(0, rewards=torch.zeros(3))
+    with pytest.raises(ValueError, match="decoded samples or their rewards"):
+        system.score(0)

@@ -257,8 +257,8 @@ class _CorrectsFromTheRunningMax(ParticleSystem):
     def finish(self, decoded, **kwargs):
         original = self._score
 
-        def score_final(decoded):
-            return torch.maximum(self.running, original(decoded))
+        def score_final(decoded, per_particle=1):
+            return torch.maximum(self.running, original(decoded, per_particle))
 
         self._score = score_final
         return super().finish(decoded, **kwargs)

@@ -167,18 +167,22 @@ class ParticleSystem:
         return step in self.scoring_steps
 
     @torch.no_grad()
-    def score(self, step: int, decoded: Any) -> torch.Tensor | None:
+    def score(
+        self, step: int, decoded: Any = None, *, rewards: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Score the decoded clean predictions of ``step``, weigh, and resample where due.
 
         ``decoded`` is the flat batch the reward reads: G*K items (G*K*M with M predictions per
-        particle, particle-major). Returns flat ``(G*K,)`` int64 ancestors on the CPU, never
-        crossing groups, by which the driver must reorder every per-particle tensor (state,
+        particle, particle-major). A driver that computed the rewards itself (e.g. each process
+        of a distributed run scoring its own particles) passes ``rewards`` instead: G*K (or
+        G*K*M) floats in the same order. Returns flat ``(G*K,)`` int64 ancestors on the CPU,
+        never crossing groups, by which the driver must reorder every per-particle tensor (state,
         model output, scheduler history, caches); or None when no group resampled.
         """
         if not self.scores(step):
             raise ValueError(f"step {step} is not a scoring step of this run.")
         start = time.perf_counter()
-        rewards = self._score(decoded, self.num_predictions)  # (G, K[, M])
+        rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
         if self.num_predictions > 1:
             lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
             rewards = soft_reward(rewards, lmbda)  # (G, K)
@@ -189,6 +193,32 @@ class ParticleSystem:
         record["engine_seconds"] = time.perf_counter() - start
         self._pending = record
         return ancestors
+
+    @torch.no_grad()
+    def reweight(self, step: int, log_ratio: torch.Tensor) -> None:
+        """Correct the weights for a move drawn from a proposal instead of the model's kernel.
+
+        A driver that moved particle p from x to x' with a proposal q (e.g. a reward-guided
+        Gaussian step) instead of the model's kernel p passes ``log_ratio[p] = log p(x' | x) -
+        log q(x' | x)`` (flat, G*K): the importance weight that keeps every potential's target
+        exact (Doucet, de Freitas & Gordon 2001, ch. 1; Wu et al. 2023, "Practical and
+        asymptotically exact conditional sampling in diffusion models", eq. 7).
+        """
+        log_ratio = torch.as_tensor(log_ratio).detach().to(device="cpu", dtype=torch.float64)
+        shape = (self.num_groups, self.num_particles)
+        if log_ratio.numel() != math.prod(shape):
+            raise ValueError(
+                f"log_ratio has {log_ratio.numel()} values at step {step}; the run has "
+                f"{math.prod(shape)} particles."
+            )
+        log_ratio = log_ratio.reshape(shape)
+        if not bool(torch.isfinite(log_ratio).all()):
+            raise ValueError(
+                f"the proposal's log density ratio is not finite at step {step}: "
+                f"{log_ratio[~torch.isfinite(log_ratio)][:4].tolist()}..."
+            )
+        # A dead particle stays dead (-inf + finite).
+        self.log_weights = self.log_weights + log_ratio
 
     def record(
         self,
@@ -216,17 +246,24 @@ class ParticleSystem:
         self.trace.append(StepTrace(**record, model_seconds=model_seconds))
 
     @torch.no_grad()
-    def finish(self, decoded: Any, *, reward_seconds: float = 0.0) -> SteeringResult:
+    def finish(
+        self,
+        decoded: Any,
+        *,
+        rewards: torch.Tensor | None = None,
+        reward_seconds: float = 0.0,
+    ) -> SteeringResult:
         """Apply the final potential to the decoded final samples and return the result.
 
         ``decoded`` is the flat batch (G*K items) the reward reads; it also becomes the result's
-        ``samples`` (reshaped to (G, K, ...)). ``reward_seconds`` adds the driver's decode time.
+        ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K floats), when given, are used
+        instead of calling the reward. ``reward_seconds`` adds the driver's decode time.
         """
         if self._finished:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
         self._finished = True
         start = time.perf_counter()
-        rewards = self._score(decoded)
+        rewards = self._rewards(decoded, rewards)
         reward_seconds += time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
@@ -242,9 +279,12 @@ class ParticleSystem:
             self._check_alive(step, rewards)
             self.log_evidence = self.log_evidence + log_mean_exp(self.log_weights)
         else:
-            log_target = torch.where(dead, -math.inf, lmbda * safe)  # (G, K)
+            # log of exp(lambda r(x_0)) p(path) / q(path): the baselines never resample, so their
+            # log-weights hold just the corrections of guided moves (zero without guidance).
+            log_target = torch.where(dead, -math.inf, lmbda * safe) + self.log_weights  # (G, K)
             self.log_evidence = log_mean_exp(log_target)
             if self.method == "base":
+                # uniform: with guidance this is guided sampling without correction (biased)
                 self.log_weights = torch.zeros_like(rewards)
             else:
                 self._check_alive(step, rewards, log_target)
@@ -381,6 +421,25 @@ class ParticleSystem:
         """(G, K) within-group ancestors -> (G*K,) indices into the flat particle axis."""
         offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
         return (ancestors + offsets).reshape(-1)
+
+    def _rewards(
+        self, decoded: Any, rewards: torch.Tensor | None, per_particle: int = 1
+    ) -> torch.Tensor:
+        """The rewards of a step: computed by :meth:`_score`, or given by the driver."""
+        if rewards is None:
+            if decoded is None:
+                raise ValueError("pass the decoded samples or their rewards.")
+            return self._score(decoded, per_particle)
+        extra = (per_particle,) if per_particle > 1 else ()
+        shape = (self.num_groups, self.num_particles, *extra)
+        rewards = torch.as_tensor(rewards).detach().to(device="cpu", dtype=torch.float64)
+        if rewards.numel() != math.prod(shape):
+            raise ValueError(
+                f"got {rewards.numel()} rewards but the run expects {math.prod(shape)} "
+                f"({' x '.join(map(str, shape))})."
+            )
+        self.reward_calls += rewards.numel()
+        return rewards.reshape(shape)
 
     def _score(self, decoded: Any, per_particle: int = 1) -> torch.Tensor:
         """Call the reward on the flat batch (chunked) and return float64 rewards on the CPU.
