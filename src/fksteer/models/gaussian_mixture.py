@@ -73,9 +73,12 @@ def cosine_alphabar(tau: torch.Tensor | float) -> torch.Tensor:
 def _component_log_likelihoods(
     x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
 ) -> torch.Tensor:
-    """log N(x; means_k, variances_k I) for every point and component: (B, d) -> (B, C)."""
+    """log N(x; means_k, variances_k I) for every point and component: (B, d) -> (B, C).
+
+    ``means`` is (C, d), or (B, C, d) for means that differ from point to point.
+    """
     dimension = x.shape[-1]
-    squared_distances = ((x[:, None, :] - means[None]) ** 2).sum(-1)  # (B, C)
+    squared_distances = ((x[:, None, :] - means) ** 2).sum(-1)  # (B, C)
     return -0.5 * squared_distances / variances - 0.5 * dimension * torch.log(
         2 * math.pi * variances
     )
@@ -338,12 +341,57 @@ class GaussianMixtureDiffusion:
     ) -> torch.Tensor:
         """Draw x_s ~ p(x_s | x_t) exactly, s = times[step + 1]; ``model_output`` is (B, C).
 
-        p(x_s | x_t) = sum_k p(k | x_t) p(x_s | x_t, k). Given k, the prior is
-        x_s ~ N(a_s mu_k, v_{s,k} I) and the forward kernel x_t | x_s ~ N(c x_s, (1 - c^2) I)
-        with c = a_t / a_s, so by Gaussian conditioning x_s | x_t, k is normal with
-        precision 1 / v_{s,k} + c^2 / (1 - c^2) and mean var * (a_s mu_k / v_{s,k} +
-        c x_t / (1 - c^2)); below both are multiplied through by (1 - c^2) so that nothing
-        divides by 1 - c^2. At the last step v_{0,k} = sigma_k^2: the draw is exactly p(x_0).
+        p(x_s | x_t) = sum_k p(k | x_t) N(x_s; m_k(x_t), v_k I) (see :meth:`_reverse_kernel`).
+        """
+        return self._draw_kernel(state, model_output, step, generator)[0]
+
+    # -- guided proposals (fksteer.smc.protocol.GuidedStepModel) ---------------------------------
+
+    def guidance_input(self, state: torch.Tensor) -> torch.Tensor:
+        return state
+
+    def clean_from(
+        self, state: torch.Tensor, x: torch.Tensor, rows: slice, step: int
+    ) -> torch.Tensor:
+        """E[x_0 | x_t = x], differentiable in ``x``."""
+        return self.predict(x, step, None)[1]
+
+    def guided_move(
+        self,
+        state: torch.Tensor,
+        model_output: torch.Tensor,
+        step: int,
+        generator: torch.Generator,
+        gradient: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw from q(x_s | x_t) = sum_k p(k | x_t) N(x_s; m_k + v_k g, v_k I), with its weight.
+
+        Every component's mean moves by its own covariance times the gradient ``g`` (B, d); the
+        mixture weights stay p(k | x_t). Returns the draw (same random numbers as :meth:`move`,
+        so g = 0 gives its draw) and log p(x_s | x_t) - log q(x_s | x_t), both mixtures
+        evaluated in closed form (float64).
+        """
+        sample, means, variances = self._draw_kernel(
+            state, model_output, step, generator, gradient
+        )
+        x = sample.double()
+        log_mix = model_output.double()  # (B, C) log p(k | x_t)
+        shifted = means + variances[None, :, None] * gradient.double()[:, None, :]
+        log_p = torch.logsumexp(log_mix + _component_log_likelihoods(x, means, variances), dim=1)
+        log_q = torch.logsumexp(log_mix + _component_log_likelihoods(x, shifted, variances), dim=1)
+        return sample, (log_p - log_q).cpu()
+
+    def _reverse_kernel(
+        self, state: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Component means m_k(x_t) (B, C, d) and variances v_k (C,) of p(x_s | x_t, k), float64.
+
+        Given k, the prior is x_s ~ N(a_s mu_k, v_{s,k} I) and the forward kernel
+        x_t | x_s ~ N(c x_s, (1 - c^2) I) with c = a_t / a_s, so by Gaussian conditioning
+        x_s | x_t, k is normal with precision 1 / v_{s,k} + c^2 / (1 - c^2) and mean
+        var * (a_s mu_k / v_{s,k} + c x_t / (1 - c^2)); below both are multiplied through by
+        (1 - c^2) so that nothing divides by 1 - c^2. At the last step v_{0,k} = sigma_k^2: the
+        draw is exactly p(x_0).
         """
         self._check_step(step)
         alphabar_t, alphabar_s = self.alphabars[step], self.alphabars[step + 1]
@@ -356,16 +404,33 @@ class GaussianMixtureDiffusion:
             :, None
         ] * self.mixture.means  # (C, d)
         data_gains = c_squared.sqrt() * prior_variances / denominators  # (C,)
+        means = prior_terms[None] + data_gains[None, :, None] * state.double()[:, None, :]
+        return means, posterior_variances
 
-        prior_terms, data_gains, posterior_stds = (
-            _like(t, state) for t in (prior_terms, data_gains, posterior_variances.sqrt())
-        )
+    def _draw_kernel(
+        self,
+        state: torch.Tensor,
+        model_output: torch.Tensor,
+        step: int,
+        generator: torch.Generator,
+        gradient: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw k ~ p(k | x_t), then x_s ~ N(m_k + v_k g, v_k I) (g = 0 without a gradient).
+
+        Returns the draw (in the state's dtype) and the kernel's means (B, C, d) and variances
+        (C,) in float64.
+        """
+        means, variances = self._reverse_kernel(state, step)
         components = torch.multinomial(model_output.exp(), 1, generator=generator)[:, 0]  # (B,)
-        mean = prior_terms[components] + data_gains[components, None] * state  # (B, d)
         noise = torch.randn(
             state.shape, generator=generator, dtype=state.dtype, device=state.device
         )  # (B, d)
-        return mean + posterior_stds[components, None] * noise
+        rows = torch.arange(state.shape[0], device=state.device)
+        mean = means[rows, components]  # (B, d)
+        if gradient is not None:
+            mean = mean + variances[components, None] * gradient.double()
+        sample = mean.to(state.dtype) + _like(variances.sqrt(), state)[components, None] * noise
+        return sample, means, variances
 
     def decode(self, clean: torch.Tensor, final: bool) -> torch.Tensor:
         """The reward reads points in R^d: ``clean`` (B, d) unchanged."""

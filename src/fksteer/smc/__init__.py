@@ -2,16 +2,17 @@
 
     from fksteer.smc import steer, FKConfig, resample, ess
 
-Modules: ``config`` (FKConfig, lambda schedules), ``protocol`` (StepModel, Reward), ``weights``
-(log-space reductions), ``resampling`` (schemes and their registry), ``particles`` (the
-Feynman-Kac bookkeeping, driven step by step), ``engine`` (``steer``, the loop for any StepModel),
-``result`` (SteeringResult, StepTrace).
+Modules: ``config`` (FKConfig, lambda schedules), ``protocol`` (StepModel, GuidedStepModel, Reward),
+``weights`` (log-space reductions), ``resampling`` (schemes and their registry), ``particles``
+(the Feynman-Kac bookkeeping, driven step by step), ``guidance`` (reward-gradient proposals and
+their exact weights), ``engine`` (``steer``, the loop for any StepModel), ``result``
+(SteeringResult, StepTrace).
 """
 
 from fksteer.smc.config import METHODS, POTENTIALS, FKConfig, LinearRamp
 from fksteer.smc.engine import steer
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
-from fksteer.smc.protocol import Reward, StepModel
+from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
 from fksteer.smc.resampling import RESAMPLING_SCHEMES, resample
 from fksteer.smc.result import SteeringResult, StepTrace
 from fksteer.smc.weights import ess, log_mean_exp, normalise
@@ -28,6 +29,7 @@ __all__ = [
     "AllParticlesDeadError",
     "Reward",
     "StepModel",
+    "GuidedStepModel",
     "resample",
     "SteeringResult",
     "StepTrace",

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FKConfig", "LinearRamp", "POTENTIALS", "METHODS", "lambda_at"]
+__all__ = ["FKConfig", "LinearRamp", "POTENTIALS", "METHODS", "lambda_at", "guidance_at"]
 
 #: Potential families. Each multiplies in its own intermediate potentials and a final correction
 #: so that the product along a path is exp(lambda * r(x_0)): they all target the same law.
@@ -50,11 +50,23 @@ class LinearRamp:
 
 def lambda_at(lmbda: float | LinearRamp, step: int, num_steps: int) -> float:
     """The tilt lambda at ``step`` (``num_steps`` means the final potential)."""
-    if isinstance(lmbda, (int, float)):
-        return float(lmbda)
-    value = float(lmbda(step, num_steps))
+    return _schedule_at(lmbda, step, num_steps, "lambda")
+
+
+def guidance_at(guidance: float | LinearRamp, step: int, num_steps: int) -> float:
+    """The reward-guidance strength of the move out of ``step``."""
+    value = _schedule_at(guidance, step, num_steps, "guidance")
+    if value < 0:
+        raise ValueError(f"the guidance schedule {guidance!r} gave {value} < 0 at step {step}")
+    return value
+
+
+def _schedule_at(schedule: float | LinearRamp, step: int, num_steps: int, name: str) -> float:
+    if isinstance(schedule, (int, float)):
+        return float(schedule)
+    value = float(schedule(step, num_steps))
     if not math.isfinite(value):
-        raise ValueError(f"the lambda schedule {lmbda!r} gave {value} at step {step}")
+        raise ValueError(f"the {name} schedule {schedule!r} gave {value} at step {step}")
     return value
 
 
@@ -89,6 +101,13 @@ class FKConfig:
             the noisiest, 0 .. num_steps-1) when ``resample_start <= i <= resample_end`` and
             ``(i - resample_start) % resample_every == 0``; ``resample_end=None`` means the last
             step. The final potential always applies to the final sample.
+        guidance: reward-gradient guidance of the proposal, a float >= 0 or a schedule like
+            ``lmbda`` (0, the default, uses the model's own kernel and needs no gradients). With
+            strength s the move out of step i draws from the model's Gaussian kernel with its
+            mean shifted by s * Var * grad_x lambda_{i+1} r(decode(x0_hat(x))) and the weights
+            gain log p(x' | x) - log q(x' | x), so the target stays exact for every potential.
+            Needs a model implementing :class:`~fksteer.smc.protocol.GuidedStepModel` and a
+            reward differentiable in torch.
     """
 
     num_particles: int = 4
@@ -99,6 +118,7 @@ class FKConfig:
     resample_every: int = 1
     resample_start: int = 0
     resample_end: int | None = None
+    guidance: float | LinearRamp = 0.0
 
     def __post_init__(self) -> None:
         # Imported here so that config stays importable on its own; resampling has no deps.
@@ -149,6 +169,14 @@ class FKConfig:
                     f"it must be >= resample_start={self.resample_start}.",
                 )
 
+        if isinstance(self.guidance, bool):
+            _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
+        if isinstance(self.guidance, (int, float)):
+            if not math.isfinite(self.guidance) or self.guidance < 0:
+                _fail("guidance", self.guidance, "pass a finite float >= 0 (0 turns it off).")
+        elif not callable(self.guidance):
+            _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
+
     def scoring_steps(self, num_steps: int) -> list[int]:
         """The steps (0 .. num_steps-1) at which intermediate potentials apply."""
         if self.resample_start >= num_steps:
@@ -163,8 +191,10 @@ class FKConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the configuration (schedules become their fields)."""
         data = asdict(self)
-        if not isinstance(self.lmbda, (int, float)):
-            data["lmbda"] = {"schedule": type(self.lmbda).__name__, **_fields_of(self.lmbda)}
+        for name in ("lmbda", "guidance"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)):
+                data[name] = {"schedule": type(value).__name__, **_fields_of(value)}
         return data
 
 

@@ -6,7 +6,9 @@
 This module is the sampling loop; the weights, evidence, potentials and resampling live in
 :mod:`fksteer.smc.particles`. At each step the loop calls ``model.predict``, lets the particle
 system score the clean prediction and resample, reorders the model's state and output by the
-ancestors it returns, then calls ``model.move`` for the next state.
+ancestors it returns, then calls ``model.move`` for the next state. With ``FKConfig.guidance``
+> 0 the move is ``model.guided_move`` along the reward gradient of :mod:`fksteer.smc.guidance`,
+and the particle system multiplies each weight by the proposal's density ratio.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 
 import torch
 
-from fksteer.smc.config import FKConfig
+from fksteer.smc.config import FKConfig, guidance_at, lambda_at
+from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
-from fksteer.smc.protocol import Reward, StepModel
+from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
 from fksteer.smc.result import SteeringResult
 
 __all__ = ["steer", "AllParticlesDeadError", "engine_generator"]
@@ -33,6 +36,7 @@ def steer(
     prompts: Sequence[Any] | str | None = None,
     generator: torch.Generator | None = None,
     method: str = "fk",
+    guidance_batch_size: int | None = None,
 ) -> SteeringResult:
     """Sample from p(x_0) exp(lambda r(x_0)) / Z with K particles per prompt.
 
@@ -50,7 +54,11 @@ def steer(
         method: ``"fk"`` steers; the baselines run through the same path with no intermediate
             reward calls: ``"base"`` (uniform weights), ``"best_of_n"`` (weight 1 on the best final
             reward) and ``"importance"`` (weights exp(lambda r(x_0))). Their ``log_evidence`` is
-            the importance estimate log_mean_exp(lambda r(x_0)).
+            the importance estimate log_mean_exp(lambda r(x_0)). With ``config.guidance`` > 0
+            the baselines use the guided proposal too: ``"importance"`` carries its density
+            ratio (exact), ``"base"`` does not (plain guided sampling, biased).
+        guidance_batch_size: particles per backward pass of the guidance gradient (default:
+            the reward's ``batch_size``, else all).
 
     Returns:
         a :class:`~fksteer.smc.result.SteeringResult`.
@@ -65,6 +73,13 @@ def steer(
             "(num_steps, init, predict, move, decode, permute, final_sample)."
         )
     num_predictions = getattr(model, "num_predictions", 1)
+    guided = config.guidance != 0
+    if guided and not isinstance(model, GuidedStepModel):
+        raise ValueError(
+            f"FKConfig.guidance={config.guidance!r} needs a model whose step is Gaussian "
+            f"(GuidedStepModel: guidance_input, clean_from, guided_move); "
+            f"{type(model).__name__} is not one. Set guidance=0."
+        )
     system = ParticleSystem(
         reward,
         config,
@@ -92,7 +107,16 @@ def steer(
                     state, output = model.permute(state, output, ancestors)
                     permute_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            state = model.move(state, output, step, generator)
+            strength = _guidance_strength(config, step, system.num_steps) if guided else 0.0
+            if strength:
+                gradient = reward_gradient(
+                    model, state, step, reward, system.reward_prompts, strength,
+                    guidance_batch_size,
+                )
+                state, log_ratio = model.guided_move(state, output, step, generator, gradient)
+                system.reweight(step, log_ratio)
+            else:
+                state = model.move(state, output, step, generator)
             model_seconds += _elapsed(start, state)
             system.record(
                 step,
@@ -103,6 +127,13 @@ def steer(
         start = time.perf_counter()
         decoded = model.decode(model.final_sample(state), final=True)
         return system.finish(decoded, reward_seconds=time.perf_counter() - start)
+
+
+def _guidance_strength(config: FKConfig, step: int, num_steps: int) -> float:
+    """s_i * lambda_{i+1}: guidance strength times the tilt of the state the move goes to."""
+    return guidance_at(config.guidance, step, num_steps) * lambda_at(
+        config.lmbda, step + 1, num_steps
+    )
 
 
 def _elapsed(start: float, synchronise_on: Any) -> float:

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["StepModel", "Reward"]
+__all__ = ["StepModel", "GuidedStepModel", "Reward"]
 
 
 @runtime_checkable
@@ -91,6 +91,44 @@ class StepModel(Protocol):
 
     def final_sample(self, state: Any) -> Any:
         """The clean samples x_0 held by the state after the last ``move`` (flat, G*K)."""
+        ...
+
+
+@runtime_checkable
+class GuidedStepModel(StepModel, Protocol):
+    """A StepModel whose move is Gaussian (or a Gaussian mixture) given the state.
+
+    Such a model can draw its move from a proposal whose mean is shifted along a reward
+    gradient, and return the exact density ratio that keeps the target unchanged
+    (``FKConfig.guidance``; :mod:`fksteer.smc.guidance` has the shared pieces).
+    """
+
+    def guidance_input(self, state: Any) -> torch.Tensor:
+        """x_t: the tensor (flat leading axis G*K) in which the next state's mean moves."""
+        ...
+
+    def clean_from(self, state: Any, x: torch.Tensor, rows: slice, step: int) -> Any:
+        """The clean prediction of particles ``rows`` at step ``step``, evaluated at ``x``.
+
+        ``x`` holds those particles' rows of :meth:`guidance_input` and may require grad: the
+        result must be differentiable in it (same layout as ``predict``'s clean prediction).
+        """
+        ...
+
+    def guided_move(
+        self,
+        state: Any,
+        model_output: Any,
+        step: int,
+        generator: torch.Generator,
+        gradient: torch.Tensor,
+    ) -> tuple[Any, torch.Tensor]:
+        """Draw the next state from the kernel with each Gaussian's mean shifted by its
+        covariance times ``gradient`` (shaped like :meth:`guidance_input`).
+
+        Returns the new state and log p(x' | x) - log q(x' | x) per particle (flat G*K), with p
+        the model's kernel and q the shifted one. A zero gradient must give ``move``'s draw.
+        """
         ...
 
 
