@@ -139,8 +139,14 @@ def test_reward_gradient_is_chunked_without_changing_it():
     model = GaussianMixtureDiffusion.default(num_steps=6, dtype=torch.float64)
     state = model.init([None], 10, torch.Generator().manual_seed(0))
     reward = LinearReward(MIXTURE_DIRECTION)
-    whole = reward_gradient(model, state, 1, reward, None, 0.7)
-    chunked = reward_gradient(model, state, 1, reward, None, 0.7, batch_size=3)
+
+    def clean_of(x, rows):
+        return model.clean_from(state, x, rows, 1)
+
+    def gradient(**kwargs):
+        return reward_gradient(state, clean_of, lambda clean: clean, reward, None, 0.7, **kwargs)
+
+    whole, chunked = gradient(), gradient(batch_size=3)
     torch.testing.assert_close(whole, chunked)
     # against the analytic gradient of 0.7 * b . E[x_0 | x_t] by finite differences
     step = 1e-6

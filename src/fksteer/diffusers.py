@@ -11,7 +11,9 @@
 Needs the ``diffusers`` extra (``pip install "fksteer[diffusers]"``). The implementation lives in
 ``fksteer.integrations.diffusers_pipeline`` (pipelines, by wrapping their scheduler),
 ``fksteer.integrations.diffusers_unet`` (a StepModel for ``UNet2DModel``) and
-``fksteer.integrations.diffusers_schedulers`` (clean-sample prediction and history permutation).
+``fksteer.integrations.diffusers_schedulers`` (clean-sample prediction, history permutation,
+Gaussian step kernels), ``fksteer.integrations.diffusers_guidance`` (reward-gradient guidance
+inside a pipeline) and ``fksteer.integrations.diffusers_proxies`` (the component stand-ins).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from fksteer.integrations.diffusers_pipeline import (
     to_pil,
 )
 from fksteer.integrations.diffusers_schedulers import (
+    GAUSSIAN_STEP_SCHEDULERS,
     SUPPORTED_SCHEDULERS,
     clean_prediction,
     flow_renoise_std,
     flow_renoise_step,
+    gaussian_step,
     permute_scheduler_state,
     scheduler_spec,
 )
@@ -52,6 +56,8 @@ __all__ = [
     "SteeringScheduler",
     "MicroBatchedDenoiser",
     "SUPPORTED_SCHEDULERS",
+    "GAUSSIAN_STEP_SCHEDULERS",
+    "gaussian_step",
     "scheduler_spec",
     "clean_prediction",
     "permute_scheduler_state",

@@ -47,15 +47,20 @@ from typing import Any
 
 import torch
 
+from fksteer.integrations.diffusers_guidance import PipelineGuidance
+from fksteer.integrations.diffusers_proxies import MicroBatchedDenoiser, Proxy, RecordingDenoiser
 from fksteer.integrations.diffusers_schedulers import (
     FLOW_NOISE,
+    GAUSSIAN_STEP_SCHEDULERS,
     clean_prediction,
     deterministic_reason,
     flow_renoise_step,
+    gaussian_step,
     permute_scheduler_state,
     scheduler_spec,
 )
-from fksteer.smc.config import METHODS, FKConfig
+from fksteer.smc.config import METHODS, FKConfig, guidance_at, lambda_at
+from fksteer.smc.guidance import shift_gaussian_step
 from fksteer.smc.particles import ParticleSystem
 from fksteer.smc.protocol import Reward
 from fksteer.smc.result import SteeringResult
@@ -72,9 +77,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Keyword arguments of denoisers that never carry a batch axis (Flux's 2-D position ids).
-UNBATCHED_ARGUMENTS = frozenset({"txt_ids", "img_ids"})
 
 #: Keyword arguments ending so hold one row per prompt (repeated K times when precomputed).
 PROMPT_TENSOR_SUFFIXES = ("prompt_embeds", "prompt_embeds_mask", "prompt_attention_mask")
@@ -106,7 +108,8 @@ class DiffusersOptions:
         denoiser_batch_size: call the denoiser (``pipe.unet`` / ``pipe.transformer``) on at most
             this many rows at a time (a row is one particle, or one CFG half of one), so that a
             K that does not fit one forward pass still runs; the result is the same as one batch
-            (up to the float nondeterminism of batched kernels).
+            (up to the float nondeterminism of batched kernels). With ``FKConfig.guidance`` it
+            also bounds the particles per backward pass of the reward gradient.
         flow_eta: for flow-matching pipelines (SD3, Flux) with FlowMatchEulerDiscreteScheduler:
             replace the Euler ODE step by the DDIM-style re-noising step
             x_s = (1 - s) x0_hat + sqrt(s^2 - sigma^2) eps_hat + sigma z, with z from the
@@ -202,29 +205,7 @@ def to_pil(images: torch.Tensor) -> list:
 # -- proxies ------------------------------------------------------------------------------------
 
 
-class _Proxy:
-    """Forwards every attribute to the wrapped object; ``isinstance`` sees the wrapped class.
-
-    The ``__class__`` property is the same device ``unittest.mock`` uses for ``spec``: pipelines
-    that check ``isinstance(self.scheduler, ...)`` keep working.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        object.__setattr__(self, "_fk_inner", inner)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_fk_inner"), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._fk_inner, name, value)
-
-    __class__ = property(lambda self: type(object.__getattribute__(self, "_fk_inner")))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__mro__[0].__name__}({self._fk_inner!r})"
-
-
-class SteeringScheduler(_Proxy):
+class SteeringScheduler(Proxy):
     """The pipeline's scheduler, with a ``step`` that scores and resamples before stepping.
 
     Its ``step`` has the wrapped scheduler's signature (pipelines inspect it to decide whether to
@@ -232,73 +213,13 @@ class SteeringScheduler(_Proxy):
     """
 
     def __init__(self, inner: Any, run: _PipelineRun) -> None:
-        _Proxy.__init__(self, inner)
+        Proxy.__init__(self, inner)
         object.__setattr__(self, "_fk_run", run)
 
         def step(model_output, timestep, sample, *args, **kwargs):
             return run.step(inner, model_output, timestep, sample, args, kwargs)
 
         object.__setattr__(self, "step", functools.wraps(inner.step)(step))
-
-
-class MicroBatchedDenoiser(_Proxy):
-    """The pipeline's denoiser, called on at most ``batch_size`` rows at a time.
-
-    Every tensor argument whose leading length is the batch's is split (recursively through
-    dicts, lists and tuples, e.g. SDXL's ``added_cond_kwargs``); others (scalar timesteps, Flux's
-    2-D ``txt_ids``/``img_ids``) are passed whole; outputs are concatenated back.
-    """
-
-    def __init__(self, inner: Any, batch_size: int) -> None:
-        _Proxy.__init__(self, inner)
-        object.__setattr__(self, "_fk_batch_size", batch_size)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        inner = self._fk_inner
-        size = self._fk_batch_size
-        batch = _leading_length(args, kwargs)
-        if batch is None or batch <= size:
-            return inner(*args, **kwargs)
-        outputs = []
-        for start in range(0, batch, size):
-            rows = slice(start, min(start + size, batch))
-            chunk_args = _split(args, rows, batch)
-            chunk_kwargs = {
-                name: value if name in UNBATCHED_ARGUMENTS else _split(value, rows, batch)
-                for name, value in kwargs.items()
-            }
-            outputs.append(inner(*chunk_args, **chunk_kwargs))
-        return _concatenate(outputs)
-
-
-def _leading_length(args: Sequence[Any], kwargs: dict[str, Any]) -> int | None:
-    for value in (*args, kwargs.get("sample"), kwargs.get("hidden_states")):
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return value.shape[0]
-    return None
-
-
-def _split(value: Any, rows: slice, batch: int) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value[rows] if value.dim() > 0 and value.shape[0] == batch else value
-    if isinstance(value, dict):
-        return {key: _split(item, rows, batch) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_split(item, rows, batch) for item in value)
-    return value
-
-
-def _concatenate(outputs: list[Any]) -> Any:
-    first = outputs[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(outputs)
-    if first is None:
-        return None
-    if isinstance(first, dict):  # diffusers' BaseOutput is an OrderedDict
-        return type(first)(**{key: _concatenate([o[key] for o in outputs]) for key in first})
-    if isinstance(first, (list, tuple)):
-        return type(first)(_concatenate(list(parts)) for parts in zip(*outputs, strict=True))
-    return first
 
 
 # -- decoding -----------------------------------------------------------------------------------
@@ -397,6 +318,7 @@ class _PipelineRun:
     prompts: list | None
     decode: Callable[[torch.Tensor], torch.Tensor]
     pipeline_name: str
+    guidance: PipelineGuidance | None = None
     system: ParticleSystem | None = None
     batch: int = 0
     step_count: int = 0
@@ -462,6 +384,10 @@ class _PipelineRun:
             )
         model_seconds = arrived - self.last_time
         engine_seconds = 0.0
+        strength = self._guidance_strength(step)
+        if strength:
+            self.guidance.check(scheduler, timestep, sample, model_output)
+        sources = torch.arange(self.batch)  # the recorded denoiser row of each particle
         if step < system.num_steps and system.scores(step):
             if sample.device.type == "cuda":  # attribute the queued denoiser work to the model
                 torch.cuda.synchronize(sample.device)
@@ -477,8 +403,17 @@ class _PipelineRun:
                 sample = sample.index_select(0, index)
                 model_output = model_output.index_select(0, index)
                 permute_scheduler_state(scheduler, ancestors, self.batch)
+                sources = ancestors
                 engine_seconds = time.perf_counter() - start
         start = time.perf_counter()
+        if strength:
+            gradient = self.guidance.gradient(
+                scheduler, timestep, sample, sources, self.reward, system.reward_prompts, strength
+            )
+            mean, std = gaussian_step(
+                scheduler, model_output, timestep, sample, kwargs,
+                flow_eta=self.options.flow_eta, flow_noise=self.options.flow_noise,
+            )
         if self.options.flow_eta is not None:
             previous = flow_renoise_step(
                 scheduler,
@@ -497,11 +432,37 @@ class _PipelineRun:
                 output = (previous,)
         else:
             output = scheduler.step(model_output, timestep, sample, *args, **kwargs)
+        if strength:
+            output = self._shift(output, mean, std, gradient, step)
         model_seconds += time.perf_counter() - start
         if step < system.num_steps:
             system.record(step, model_seconds=model_seconds, engine_seconds=engine_seconds)
         self.step_count += 1
         self.last_time = time.perf_counter()
+        return output
+
+
+    def _guidance_strength(self, step: int) -> float:
+        """s_i * lambda_{i+1} at this step (0: no guidance), as in :func:`fksteer.steer`."""
+        if self.guidance is None or step >= self.system.num_steps:
+            return 0.0
+        num_steps = self.system.num_steps
+        return guidance_at(self.config.guidance, step, num_steps) * lambda_at(
+            self.config.lmbda, step + 1, num_steps
+        )
+
+    def _shift(self, output: Any, mean: torch.Tensor, std: Any, gradient: torch.Tensor,
+               step: int) -> Any:
+        """The scheduler's output with its sample moved to the guided proposal; reweights."""
+        previous = output[0] if isinstance(output, tuple) else output.prev_sample
+        shifted, log_ratio = shift_gaussian_step(
+            previous.float(), mean, std, gradient.float()
+        )
+        self.system.reweight(step, log_ratio)
+        shifted = shifted.to(previous.dtype)
+        if isinstance(output, tuple):
+            return (shifted, *output[1:])
+        output.prev_sample = shifted
         return output
 
 
@@ -644,6 +605,17 @@ def steer_pipeline(
     decode = latent_decoder(
         pipe, options.decoder, height=kwargs.get("height"), width=kwargs.get("width")
     )
+    guided = config.guidance != 0
+    if guided:
+        names = {cls.__name__ for cls in type(scheduler).__mro__}
+        flow = "FlowMatchEulerDiscreteScheduler" in names
+        if not names & set(GAUSSIAN_STEP_SCHEDULERS) or (flow and options.flow_eta is None):
+            raise ValueError(
+                f"FKConfig.guidance needs a scheduler whose step is Gaussian: DDPMScheduler, "
+                f"DDIMScheduler (eta > 0), EulerAncestralDiscreteScheduler, or "
+                f"FlowMatchEulerDiscreteScheduler with DiffusersOptions.flow_eta; the pipeline "
+                f"has {type(scheduler).__name__}."
+            )
     run = _PipelineRun(
         reward=reward,
         config=config,
@@ -659,14 +631,20 @@ def steer_pipeline(
     replaced: dict[str, Any] = {"scheduler": scheduler}
     try:
         object.__setattr__(pipe, "scheduler", SteeringScheduler(scheduler, run))
-        if options.denoiser_batch_size is not None:
-            for name in DENOISERS:
-                module = getattr(pipe, name, None)
-                if module is not None:
-                    replaced[name] = module
-                    object.__setattr__(
-                        pipe, name, MicroBatchedDenoiser(module, options.denoiser_batch_size)
-                    )
+        for name in DENOISERS:
+            module = getattr(pipe, name, None)
+            if module is None or not (options.denoiser_batch_size or guided):
+                continue
+            replaced[name] = module
+            wrapped = module
+            if options.denoiser_batch_size is not None:
+                wrapped = MicroBatchedDenoiser(module, options.denoiser_batch_size)
+            if guided and run.guidance is None:
+                wrapped = RecordingDenoiser(wrapped)
+                run.guidance = PipelineGuidance(
+                    pipe, wrapped, module, decode, options.denoiser_batch_size
+                )
+            object.__setattr__(pipe, name, wrapped)
         run.last_time = time.perf_counter()
         with torch.no_grad():
             output = pipe(**kwargs)

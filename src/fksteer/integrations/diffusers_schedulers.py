@@ -2,7 +2,7 @@
 
     from fksteer.integrations.diffusers_schedulers import (
         scheduler_spec, clean_prediction, permute_scheduler_state, deterministic_reason,
-        flow_renoise_step, SUPPORTED_SCHEDULERS,
+        flow_renoise_step, gaussian_step, SUPPORTED_SCHEDULERS, GAUSSIAN_STEP_SCHEDULERS,
     )
 
 Steering needs three things from a scheduler beyond its own ``step``:
@@ -41,6 +41,10 @@ Steering needs three things from a scheduler beyond its own ``step``:
    forever and steering degenerates into picking among the initial draws. ``deterministic_reason``
    says so and names the stochastic alternative; ``flow_renoise_step`` is the stochastic option
    for flow models.
+
+Reward-gradient guidance (``FKConfig.guidance``) also needs, for the schedulers whose step is
+Gaussian given the current sample (:data:`GAUSSIAN_STEP_SCHEDULERS`), that step's mean and
+standard deviation: :func:`gaussian_step`.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ __all__ = [
     "flow_renoise_std",
     "FLOW_NOISE",
     "ensure_step_index",
+    "gaussian_step",
+    "GAUSSIAN_STEP_SCHEDULERS",
 ]
 
 SPACES = ("vp_discrete", "vp_sigma", "karras", "flow")
@@ -255,22 +261,23 @@ def _alpha_sigma(scheduler: Any, spec: SchedulerSpec, timestep: Any, sample: tor
     return float(alpha_t), float(sigma_t), 1.0
 
 
-@torch.no_grad()
 def clean_prediction(
     scheduler: Any, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor
 ) -> torch.Tensor:
     """E[x_0 | x_t] implied by ``model_output`` at ``timestep`` for the current ``sample``.
 
     Clipped or thresholded as the scheduler's own step does (``clip_sample``, ``thresholding``).
-    Computed in float32 and returned in ``sample``'s dtype, with ``sample``'s shape. Does not
-    change the scheduler's state beyond what its own next ``step`` would (step-index
-    initialisation).
+    Computed in float32 (float64 for float64 inputs) and returned in ``sample``'s dtype, with
+    ``sample``'s shape. Does not change the scheduler's state beyond what its own next ``step``
+    would (step-index initialisation). Differentiable in ``model_output`` and ``sample`` (for
+    guidance); callers that need no gradient run it under ``torch.no_grad``.
     """
     spec = scheduler_spec(scheduler)
     prediction_type = _prediction_type(scheduler, spec)
     alpha, sigma, scale = _alpha_sigma(scheduler, spec, timestep, sample)
-    x = sample.float() * scale  # what the model read (up to the model's own input scaling)
-    out = model_output.float()
+    dtype = torch.promote_types(sample.dtype, torch.float32)
+    x = sample.to(dtype) * scale  # what the model read (up to the model's own input scaling)
+    out = model_output.to(dtype)
     if prediction_type == "epsilon":
         if alpha == 0.0:
             raise ValueError(
@@ -350,6 +357,28 @@ def flow_renoise_std(t: float, s: float, eta: float, noise: str = "ddpm") -> flo
     return eta * s * math.sqrt(max(1.0 - ratio * ratio, 0.0))
 
 
+def _flow_renoise_kernel(
+    scheduler: Any,
+    model_output: torch.Tensor,
+    timestep: Any,
+    sample: torch.Tensor,
+    eta: float,
+    noise: str,
+) -> tuple[torch.Tensor, float]:
+    """(mean, std) in float32 of the re-noising step of :func:`flow_renoise_step`."""
+    ensure_step_index(scheduler, timestep)
+    index = scheduler.step_index
+    t = float(scheduler.sigmas[index])
+    s = float(scheduler.sigmas[index + 1])
+    sigma = flow_renoise_std(t, s, eta, noise)
+    x = sample.float()
+    v = model_output.float()
+    clean = x - t * v
+    noise_hat = x + (1.0 - t) * v
+    mean = (1.0 - s) * clean + math.sqrt(max(s * s - sigma * sigma, 0.0)) * noise_hat
+    return mean, sigma
+
+
 @torch.no_grad()
 def flow_renoise_step(
     scheduler: Any,
@@ -377,17 +406,106 @@ def flow_renoise_step(
     """
     from diffusers.utils.torch_utils import randn_tensor
 
-    ensure_step_index(scheduler, timestep)
-    index = scheduler.step_index
-    t = float(scheduler.sigmas[index])
-    s = float(scheduler.sigmas[index + 1])
-    sigma = flow_renoise_std(t, s, eta, noise)
-    x = sample.float()
-    v = model_output.float()
-    clean = x - t * v
-    noise_hat = x + (1.0 - t) * v
-    z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-    previous = (1.0 - s) * clean + math.sqrt(max(s * s - sigma * sigma, 0.0)) * noise_hat
-    previous = previous + sigma * z
+    mean, sigma = _flow_renoise_kernel(scheduler, model_output, timestep, sample, eta, noise)
+    z = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
     scheduler._step_index += 1
-    return previous.to(model_output.dtype)
+    return (mean + sigma * z).to(model_output.dtype)
+
+
+#: Schedulers whose step draws the next sample from a Gaussian given the current one, and how
+#: :func:`gaussian_step` gets its mean. FlowMatchEulerDiscreteScheduler qualifies only with the
+#: re-noising step (``flow_eta``).
+GAUSSIAN_STEP_SCHEDULERS = (
+    "DDPMScheduler",
+    "DDIMScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+)
+
+
+def gaussian_step(
+    scheduler: Any,
+    model_output: torch.Tensor,
+    timestep: Any,
+    sample: torch.Tensor,
+    step_kwargs: Mapping[str, Any] | None = None,
+    *,
+    flow_eta: float | None = None,
+    flow_noise: str = "ddpm",
+) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(mean, std) of the next sample drawn by ``scheduler.step``: x_prev = mean + std z.
+
+    ``step_kwargs`` are the arguments given to ``scheduler.step`` (DDIM reads ``eta`` and
+    ``use_clipped_model_output``); ``flow_eta`` and ``flow_noise`` select the re-noising step of
+    :func:`flow_renoise_step`. The mean (float32) is the step's own arithmetic without the noise
+    term:
+
+    - DDPM: the posterior mean c_0 x0_hat + c_t x_t (Ho et al. 2020, eq. 7), std the
+      ``variance_type``'s (fixed_small, fixed_small_log, fixed_large; 0 at t = 0);
+    - DDIM: the scheduler's own step with zero ``variance_noise`` (its step is stateless), std
+      eta * sqrt(variance) (Song et al. 2021, eq. 16);
+    - Euler ancestral: x + (x - x0_hat) / sigma * (sigma_down - sigma), std sigma_up
+      (Karras et al. 2022; k-diffusion's ``get_ancestral_step``).
+
+    The scheduler's state is unchanged (apart from the step-index initialisation its own next
+    step would make).
+    """
+    names = {cls.__name__ for cls in type(scheduler).__mro__}
+    if flow_eta is not None and "FlowMatchEulerDiscreteScheduler" in names:
+        return _flow_renoise_kernel(scheduler, model_output, timestep, sample, flow_eta, flow_noise)
+    if "DDPMScheduler" in names:
+        return _ddpm_kernel(scheduler, model_output, timestep, sample)
+    if "DDIMScheduler" in names:
+        step_kwargs = step_kwargs or {}
+        eta = float(step_kwargs.get("eta", 0.0))
+        use_clipped_model_output = bool(step_kwargs.get("use_clipped_model_output", False))
+        t = int(timestep)
+        previous_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        mean = scheduler.step(
+            model_output, timestep, sample, eta=eta,
+            use_clipped_model_output=use_clipped_model_output,
+            variance_noise=torch.zeros_like(model_output), return_dict=False,
+        )[0]
+        variance = float(scheduler._get_variance(t, previous_t))
+        return mean.float(), eta * math.sqrt(max(variance, 0.0))
+    if "EulerAncestralDiscreteScheduler" in names:
+        x = sample.float()
+        clean = clean_prediction(scheduler, model_output, timestep, sample).float()
+        ensure_step_index(scheduler, timestep)
+        sigma_from = float(scheduler.sigmas[scheduler.step_index])
+        sigma_to = float(scheduler.sigmas[scheduler.step_index + 1])
+        sigma_up = math.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2)
+        sigma_down = math.sqrt(max(sigma_to**2 - sigma_up**2, 0.0))
+        mean = x + (x - clean) / sigma_from * (sigma_down - sigma_from)
+        return mean, sigma_up
+    raise ValueError(
+        f"guidance needs a scheduler whose step is Gaussian given the current sample: "
+        f"{', '.join(GAUSSIAN_STEP_SCHEDULERS[:3])}, or FlowMatchEulerDiscreteScheduler with "
+        f"DiffusersOptions.flow_eta; {type(scheduler).__name__} is not one. Set "
+        "FKConfig.guidance=0 or switch schedulers."
+    )
+
+
+def _ddpm_kernel(
+    scheduler: Any, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    variance_type = scheduler.config.variance_type
+    if variance_type not in ("fixed_small", "fixed_small_log", "fixed_large"):
+        raise ValueError(
+            f"guidance with DDPMScheduler needs a fixed variance (fixed_small, fixed_small_log, "
+            f"fixed_large); this one has variance_type={variance_type!r}."
+        )
+    t = int(timestep)
+    previous_t = int(scheduler.previous_timestep(t))
+    alpha_prod_t = float(scheduler.alphas_cumprod[t])
+    alpha_prod_prev = float(scheduler.alphas_cumprod[previous_t]) if previous_t >= 0 else 1.0
+    current_alpha = alpha_prod_t / alpha_prod_prev
+    clean = clean_prediction(scheduler, model_output, timestep, sample).float()
+    clean_coefficient = math.sqrt(alpha_prod_prev) * (1 - current_alpha) / (1 - alpha_prod_t)
+    sample_coefficient = math.sqrt(current_alpha) * (1 - alpha_prod_prev) / (1 - alpha_prod_t)
+    mean = clean_coefficient * clean + sample_coefficient * sample.float()
+    if t == 0:
+        return mean, 0.0
+    variance = float(scheduler._get_variance(t))
+    std = variance if variance_type == "fixed_small_log" else math.sqrt(variance)
+    return mean, std

@@ -29,9 +29,11 @@ from fksteer.integrations.diffusers_pipeline import DeterministicSamplerWarning
 from fksteer.integrations.diffusers_schedulers import (
     clean_prediction,
     deterministic_reason,
+    gaussian_step,
     permute_scheduler_state,
     scheduler_spec,
 )
+from fksteer.smc.guidance import shift_gaussian_step
 
 __all__ = ["UNetStepModel"]
 
@@ -191,3 +193,46 @@ class UNetStepModel:
 
     def final_sample(self, state: dict) -> torch.Tensor:
         return state["sample"]
+
+    # -- guided proposals (fksteer.smc.protocol.GuidedStepModel) -----------------------------
+
+    def guidance_input(self, state: dict) -> torch.Tensor:
+        return state["sample"]
+
+    def clean_from(self, state: dict, x: torch.Tensor, rows: slice, step: int) -> torch.Tensor:
+        """The UNet's clean prediction for particles ``rows`` at ``x``, differentiable in x."""
+        timestep = self.scheduler.timesteps[step]
+        scale = getattr(self.scheduler, "scale_model_input", None)
+        model_input = x if scale is None else scale(x, timestep)
+        labels = state["labels"]
+        output = self.unet(
+            model_input,
+            timestep,
+            class_labels=None if labels is None else labels[rows],
+            return_dict=False,
+        )[0]
+        return clean_prediction(self.scheduler, output, timestep, x)
+
+    def guided_move(
+        self,
+        state: dict,
+        model_output: torch.Tensor,
+        step: int,
+        generator: torch.Generator,
+        gradient: torch.Tensor,
+    ) -> tuple[dict, torch.Tensor]:
+        """The scheduler's step, its Gaussian's mean shifted by std^2 * gradient, and the ratio.
+
+        Needs a scheduler of
+        :data:`~fksteer.integrations.diffusers_schedulers.GAUSSIAN_STEP_SCHEDULERS` (DDPM, DDIM
+        with eta > 0, Euler ancestral).
+        """
+        timestep = self.scheduler.timesteps[step]
+        sample = state["sample"]
+        # before the step: an index-based scheduler advances its index in it
+        mean, std = gaussian_step(self.scheduler, model_output, timestep, sample, self.step_kwargs)
+        moved = self.move(state, model_output, step, generator)
+        shifted, log_ratio = shift_gaussian_step(
+            moved["sample"].float(), mean, std, gradient.float()
+        )
+        return {**moved, "sample": shifted.to(sample.dtype)}, log_ratio

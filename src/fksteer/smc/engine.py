@@ -110,7 +110,12 @@ def steer(
             strength = _guidance_strength(config, step, system.num_steps) if guided else 0.0
             if strength:
                 gradient = reward_gradient(
-                    model, state, step, reward, system.reward_prompts, strength,
+                    model.guidance_input(state),
+                    lambda x, rows, state=state, step=step: model.clean_from(state, x, rows, step),
+                    lambda clean: model.decode(clean, final=False),
+                    reward,
+                    system.reward_prompts,
+                    strength,
                     guidance_batch_size,
                 )
                 state, log_ratio = model.guided_move(state, output, step, generator, gradient)

@@ -14,33 +14,34 @@ p(x' | x) exp(g . x')), and the ratio is in closed form (:func:`shift_gaussian_s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from fksteer.smc.protocol import GuidedStepModel, Reward
+from fksteer.smc.protocol import Reward
 
 __all__ = ["reward_gradient", "shift_gaussian_step"]
 
 
 def reward_gradient(
-    model: GuidedStepModel,
-    state: Any,
-    step: int,
+    x: torch.Tensor,
+    clean_of: Callable[[torch.Tensor, slice], Any],
+    decode: Callable[[Any], Any],
     reward: Reward,
     prompts: Sequence[Any] | None,
     strength: float,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """grad_x of ``strength * r(decode(x0_hat(x)))`` for every particle, shaped like x.
+    """grad_x of ``strength * r(decode(clean_of(x)))`` for every particle, shaped like ``x``.
 
-    ``x`` is ``model.guidance_input(state)``. Particles go through the backward pass in chunks of
-    ``batch_size`` (default: the reward's ``batch_size``, else all at once), which bounds the
-    memory of the activations kept for it. Each particle's reward depends only on its own x, so
-    the gradient of the chunk's sum is each particle's own gradient.
+    ``x`` holds the particles' states (flat leading axis); ``clean_of(x_rows, rows)`` is the
+    differentiable clean prediction of particles ``rows`` at ``x_rows``; ``prompts`` is one per
+    particle (or None). Particles go through the backward pass in chunks of ``batch_size``
+    (default: the reward's ``batch_size``, else all at once), which bounds the memory of the
+    activations kept for it. Each particle's reward depends only on its own state, so the
+    gradient of a chunk's sum is each particle's own gradient.
     """
-    x = model.guidance_input(state)
     total = x.shape[0]
     batch_size = batch_size or getattr(reward, "batch_size", None) or total
     gradient = torch.empty_like(x)
@@ -48,8 +49,9 @@ def reward_gradient(
         rows = slice(start, min(start + batch_size, total))
         with torch.enable_grad():
             leaf = x[rows].detach().requires_grad_(True)
-            decoded = model.decode(model.clean_from(state, leaf, rows, step), final=False)
-            values = reward(decoded, None if prompts is None else list(prompts[rows]))
+            values = reward(
+                decode(clean_of(leaf, rows)), None if prompts is None else list(prompts[rows])
+            )
             if not isinstance(values, torch.Tensor) or not values.requires_grad:
                 raise ValueError(
                     f"guidance needs a reward differentiable in torch; {reward!r} returned "
@@ -64,7 +66,7 @@ def reward_gradient(
             (chunk,) = torch.autograd.grad(strength * values.sum(), leaf)
         gradient[rows] = chunk
     if not bool(torch.isfinite(gradient).all()):
-        raise ValueError(f"the reward's gradient is not finite at step {step}.")
+        raise ValueError("the reward's gradient is not finite.")
     return gradient
 
 
