@@ -52,6 +52,18 @@ def test_sample_on_the_embedded_model_writes_images_grids_and_records(tmp_path, 
     assert not list(tmp_path.glob(".*"))  # no staging leftovers
 
 
+def test_reward_guidance_with_the_embedded_model_and_classifier(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(
+        ["sample", "sneaker", *TINY, "--reward-guidance", "ramp:2:0", "--out", out], capsys
+    )
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nfe"] == 2 * 3 * 2  # guided steps evaluate the UNet twice
+    config = json.loads((out / "config.json").read_text())
+    assert config["fk_config"]["guidance"] == {"schedule": "LinearRamp", "start": 2.0, "end": 0.0}
+
+
 def test_config_file_sets_options_and_the_command_line_overrides_it(tmp_path, capsys):
     config_file = tmp_path / "run.toml"
     config_file.write_text(textwrap.dedent("""
@@ -120,6 +132,9 @@ BAD_INPUTS = {
     "zero particles": (lambda tmp: ["--num-particles", "0"], "--num-particles",
                        "positive int"),
     "lambda not a number": (lambda tmp: ["--lmbda", "strong"], "--lmbda", "not a number"),
+    "negative guidance": (lambda tmp: ["--reward-guidance", "-1"], "--reward-guidance", ">= 0"),
+    "guidance not a number": (lambda tmp: ["--reward-guidance", "x"], "--reward-guidance",
+                              "not a number"),
     "empty prompt file": (_empty_file, "--prompts-file", "no prompts"),
     "unknown prompt": (lambda tmp: ["spaceship"], "spaceship", "ankle boot"),
     "bad config key": (lambda tmp: _config(tmp, "particles = 3\n"), "--config",

@@ -89,6 +89,7 @@ def test_text_with_no_model_runs_the_embedded_model(tmp_path, capsys):
         (["--seq-len", "0"], "--seq-len", "positive int"),
         (["--lmbda", "x"], "--lmbda", "not a number"),
         (["--num-particles", "0"], "--num-particles", "positive int"),
+        (["--reward-guidance", "1"], "--reward-guidance", "does not apply"),
     ],
 )
 def test_bad_text_input_exits_2_and_writes_nothing(args, option, hint, tiny_model_folder,

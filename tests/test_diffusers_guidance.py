@@ -227,7 +227,7 @@ def test_pipeline_guidance_reaches_the_latents(pipes, name, monkeypatch):
         )
     assert float(runs[1.0].rewards.mean()) > float(runs[0.0].rewards.mean())
     steps = call_kwargs(name)["num_inference_steps"]
-    assert len(corrections.ratios) == steps
+    assert steps - 1 <= len(corrections.ratios) <= steps  # a last step without noise is skipped
     assert all(torch.isfinite(r).all() for r in corrections.ratios)
     assert float(corrections.ratios[0].abs().max()) > 0
     fk = steer_pipeline(

@@ -25,7 +25,9 @@ __all__ = [
     "FK_FIELDS",
     "add_run_options",
     "build_fk_config",
+    "parse_guidance",
     "parse_lambda",
+    "parse_schedule",
     "parse_optional_float",
     "parse_optional_int",
     "resolve_device",
@@ -43,6 +45,7 @@ FK_FIELDS = {
     "resample_every": "--resample-every",
     "resample_start": "--resample-start",
     "resample_end": "--resample-end",
+    "guidance": "--reward-guidance",
 }
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -50,9 +53,19 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def parse_lambda(value: Any) -> float | LinearRamp:
     """A float, ``ramp:START:END`` (or a mapping ``{start, end}``) -> lambda or LinearRamp."""
+    return parse_schedule(value, "--lmbda")
+
+
+def parse_guidance(value: Any) -> float | LinearRamp:
+    """As :func:`parse_lambda`, for ``--reward-guidance``."""
+    return parse_schedule(value, "--reward-guidance")
+
+
+def parse_schedule(value: Any, option: str) -> float | LinearRamp:
+    """A float, ``ramp:START:END`` or a mapping ``{start, end}`` -> float or LinearRamp."""
     fix = "pass a number (e.g. 10) or ramp:START:END (e.g. ramp:0:10)."
     if isinstance(value, bool):
-        raise ValueError(f"--lmbda {value!r} is not a number: {fix}")
+        raise ValueError(f"{option} {value!r} is not a number: {fix}")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, dict) and set(value) == {"start", "end"}:
@@ -64,7 +77,7 @@ def parse_lambda(value: Any) -> float | LinearRamp:
             return LinearRamp(start=float(start), end=float(end))
         return float(text)
     except ValueError:
-        raise ValueError(f"--lmbda {value!r} is not a number: {fix}") from None
+        raise ValueError(f"{option} {value!r} is not a number: {fix}") from None
 
 
 def parse_optional_float(option: str) -> Callable[[Any], float | None]:
@@ -106,6 +119,7 @@ def _argparse_type(parse: Callable[[Any], Any]) -> Callable[[str], Any]:
 #: How values that come from a config file (any type) are converted before validation.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "lmbda": parse_lambda,
+    "guidance": parse_guidance,
     "ess_threshold": parse_optional_float("--ess-threshold"),
     "resample_end": parse_optional_int("--resample-end"),
 }
@@ -143,6 +157,11 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     type=_argparse_type(parse_optional_int("--resample-end")),
                     help="last scored step, or 'none' for the last step "
                     f"(default: {defaults['resample_end']})")
+    fk.add_argument("--reward-guidance", dest="guidance", type=_argparse_type(parse_guidance),
+                    metavar="STRENGTH", help="reward-gradient guidance of each step's proposal "
+                    "(exact: the weights carry the density ratio); needs a differentiable reward "
+                    "and a Gaussian sampler step; a number or ramp:START:END "
+                    f"(default: {defaults['guidance']}, off)")
     fk.add_argument("--method", choices=METHODS,
                     help=f"fk steers; the others are baselines (default: {defaults['method']})")
     run = parser.add_argument_group("run")
@@ -191,9 +210,9 @@ def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
 def build_fk_config(values: dict[str, Any]) -> FKConfig:
     """FKConfig from the resolved values; its ValueError is re-raised naming the option."""
     fields = {name: values[name] for name in FK_FIELDS}
-    fields["lmbda"] = parse_lambda(fields["lmbda"]) if not callable(fields["lmbda"]) else (
-        fields["lmbda"]
-    )
+    for name, parse in (("lmbda", parse_lambda), ("guidance", parse_guidance)):
+        if not callable(fields[name]):
+            fields[name] = parse(fields[name])
     try:
         return FKConfig(**fields)
     except ValueError as error:

@@ -104,6 +104,11 @@ def run_text(values: dict[str, Any]) -> str:
     started = time.perf_counter()
     set_threads(values["threads"], embedded=values["model"] == "embedded")
     config = build_fk_config(values)
+    if config.guidance != 0:
+        raise ValueError(
+            "--reward-guidance: masked diffusion moves tokens, not Gaussian states; gradient "
+            "guidance does not apply to text models. Leave it at 0."
+        )
     for option in ("seq_len", "num_x0_samples"):
         value = values[option]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -107,6 +107,16 @@ class ClassNameModel:
     def final_sample(self, state):
         return self.model.final_sample(state)
 
+    # reward-gradient guidance (GuidedStepModel), delegated to the wrapped UNetStepModel
+    def guidance_input(self, state):
+        return self.model.guidance_input(state)
+
+    def clean_from(self, state, x, rows, step):
+        return self.model.clean_from(state, x, rows, step)
+
+    def guided_move(self, state, model_output, step, generator, gradient):
+        return self.model.guided_move(state, model_output, step, generator, gradient)
+
 
 def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:
     """The trained ``UNet2DModel`` (EMA weights) of ``size``, in eval mode on the CPU."""

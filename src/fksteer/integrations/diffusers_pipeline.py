@@ -407,12 +407,15 @@ class _PipelineRun:
                 engine_seconds = time.perf_counter() - start
         start = time.perf_counter()
         if strength:
-            gradient = self.guidance.gradient(
-                scheduler, timestep, sample, sources, self.reward, system.reward_prompts, strength
-            )
             mean, std = gaussian_step(
                 scheduler, model_output, timestep, sample, kwargs,
                 flow_eta=self.options.flow_eta, flow_noise=self.options.flow_noise,
+            )
+            if not bool(torch.as_tensor(std).any()):  # a deterministic step: nothing to shift
+                strength = 0.0
+        if strength:
+            gradient = self.guidance.gradient(
+                scheduler, timestep, sample, sources, self.reward, system.reward_prompts, strength
             )
         if self.options.flow_eta is not None:
             previous = flow_renoise_step(
@@ -436,7 +439,13 @@ class _PipelineRun:
             output = self._shift(output, mean, std, gradient, step)
         model_seconds += time.perf_counter() - start
         if step < system.num_steps:
-            system.record(step, model_seconds=model_seconds, engine_seconds=engine_seconds)
+            system.record(
+                step,
+                model_seconds=model_seconds,
+                engine_seconds=engine_seconds,
+                # a guided step evaluates the denoiser a second time, with gradients
+                evaluations=self.batch * (2 if strength else 1),
+            )
         self.step_count += 1
         self.last_time = time.perf_counter()
         return output

@@ -12,6 +12,7 @@ strings; ``prompts`` is a list of B prompts or None.
 - it declares ``batch_size`` (the engine chunks for it) and ``__call__`` also chunks when called
   directly on a longer batch;
 - it runs under ``torch.no_grad()`` and returns a float64 CPU tensor of shape ``(B,)``;
+  :meth:`RewardModel.differentiable` gives the same score with its gradient, for guidance;
 - it holds a ``device`` (the user's, or CUDA when available, else CPU), and loads its model lazily,
   once, through :func:`fksteer.rewards.cache.cached_model`;
 - rewards add and scale: ``0.5 * a + b - c`` is a :class:`fksteer.rewards.compose.WeightedSum`.
@@ -192,6 +193,26 @@ class RewardModel:
         if not values:
             return torch.zeros(0, dtype=torch.float64)
         return torch.cat(values)
+
+    def differentiable(self) -> Callable[[Any, Sequence[Any] | None], torch.Tensor]:
+        """This reward keeping its autograd graph, for reward-gradient guidance.
+
+        The returned callable runs :meth:`score` on the samples as given (one chunk, with
+        gradients, on the reward's device) and returns its values as a tensor; it raises when
+        :meth:`score` does not produce one (text rewards, lists). Used by
+        :func:`fksteer.smc.guidance.reward_gradient` in place of ``__call__``.
+        """
+
+        def call(samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+            values = self.score(samples, prompts)
+            if not isinstance(values, torch.Tensor):
+                raise ValueError(
+                    f"{self.name} is not differentiable: its score returns "
+                    f"{type(values).__name__}, not a tensor. Set FKConfig.guidance=0."
+                )
+            return values.reshape(-1)
+
+        return call
 
     # -- algebra: weighted sums of rewards -------------------------------------------------
     def __add__(self, other: Any) -> Any:

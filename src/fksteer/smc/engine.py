@@ -123,11 +123,14 @@ def steer(
             else:
                 state = model.move(state, output, step, generator)
             model_seconds += _elapsed(start, state)
+            particles = system.num_groups * system.num_particles
             system.record(
                 step,
                 model_seconds=model_seconds,
                 reward_seconds=decode_seconds,
                 engine_seconds=permute_seconds,
+                # a guided step evaluates the model a second time, with gradients
+                evaluations=2 * particles if strength else particles,
             )
         start = time.perf_counter()
         decoded = model.decode(model.final_sample(state), final=True)

@@ -37,19 +37,23 @@ def reward_gradient(
 
     ``x`` holds the particles' states (flat leading axis); ``clean_of(x_rows, rows)`` is the
     differentiable clean prediction of particles ``rows`` at ``x_rows``; ``prompts`` is one per
-    particle (or None). Particles go through the backward pass in chunks of ``batch_size``
-    (default: the reward's ``batch_size``, else all at once), which bounds the memory of the
-    activations kept for it. Each particle's reward depends only on its own state, so the
+    particle (or None). A reward with a ``differentiable()`` method (the catalogue's
+    :class:`~fksteer.rewards.base.RewardModel`, which scores under no_grad) is called through
+    it. Particles go through the backward pass in chunks of ``batch_size`` (default: the
+    reward's ``batch_size``, else all at once), which bounds the memory of the activations kept
+    for it. Each particle's reward depends only on its own state, so the
     gradient of a chunk's sum is each particle's own gradient.
     """
     total = x.shape[0]
     batch_size = batch_size or getattr(reward, "batch_size", None) or total
+    # a reward that runs under no_grad by default may offer a differentiable variant
+    score = reward.differentiable() if hasattr(reward, "differentiable") else reward
     gradient = torch.empty_like(x)
     for start in range(0, total, batch_size):
         rows = slice(start, min(start + batch_size, total))
         with torch.enable_grad():
             leaf = x[rows].detach().requires_grad_(True)
-            values = reward(
+            values = score(
                 decode(clean_of(leaf, rows)), None if prompts is None else list(prompts[rows])
             )
             if not isinstance(values, torch.Tensor) or not values.requires_grad:
