@@ -12,7 +12,8 @@ group each, all in one batched call) and records, averaged over the runs:
   measured by the exact tilted responsibilities (a Rao-Blackwellised indicator);
 - ``mean_error``: Euclidean error of the weighted mean against the exact tilted mean;
 - ``log_evidence_error``: |log Z_hat - log Z|, with log Z = log E_p[exp(lambda r(x_0))];
-- ``ess``, ``best_reward`` (best-of-N's quantity: the highest final reward), ``weighted_reward``.
+- ``ess`` (final), ``step_ess`` (before resampling, averaged over the scoring steps),
+  ``best_reward`` (best-of-N's quantity: the highest final reward), ``weighted_reward``.
 
 All methods use the same sampler and the same number of denoiser evaluations (NFE) for a given
 N; FK additionally scores intermediate predictions (``reward_calls``).
@@ -53,6 +54,7 @@ class ExactBenchConfig:
     resample_every: int = 1
     resampling: str = "systematic"
     ess_threshold: float | None = None
+    guidance: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.methods if name not in METHOD_NAMES]
@@ -79,6 +81,7 @@ def _fk_config(bench: ExactBenchConfig, method: str, num_particles: int, lmbda: 
         resampling=bench.resampling,
         ess_threshold=bench.ess_threshold,
         resample_every=bench.resample_every,
+        guidance=bench.guidance,
     )
 
 
@@ -111,11 +114,16 @@ def run_one(bench: ExactBenchConfig, method: str, num_particles: int, seed: int)
         "num_particles": num_particles,
         "seed": seed,
         "replicas": bench.replicas,
+        "guidance": bench.guidance,
         "occupancy_error": float((occupancy - target.weights[-1]).abs().mean()),
         "mean_error": float((mean - target.mean()).norm(dim=1).mean()),
         "log_evidence_error": float(log_z_error.abs().mean()),
         "log_evidence_bias": float(log_z_error.mean()),
         "ess": float(result.ess.mean()),
+        # ESS before resampling, averaged over the intermediate scoring steps (FK only)
+        "step_ess": float(
+            torch.stack([s.ess for s in result.trace[:-1] if s.scored]).mean()
+        ) if any(s.scored for s in result.trace[:-1]) else None,
         "best_reward": float(best.mean()),
         "weighted_reward": float((result.weights * result.rewards).sum(dim=1).mean()),
         "nfe_per_run": result.nfe // bench.replicas,
