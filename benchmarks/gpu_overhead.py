@@ -9,7 +9,10 @@ Variants, interleaved round by round after a warm-up:
 - ``stock``: ``pipe(num_images_per_prompt=K, ...)`` itself;
 - ``fk_tiny``: ``steer_pipeline`` with ``AutoencoderTiny`` (TAESD architecture) as the
   intermediate decoder (the final potential uses the pipeline's own VAE decode);
-- ``fk_full``: ``steer_pipeline`` decoding intermediate predictions with the full VAE.
+- ``fk_full``: ``steer_pipeline`` decoding intermediate predictions with the full VAE;
+- ``fk_guided`` (K in ``--guided-particles`` only): ``fk_tiny`` plus reward-gradient guidance
+  (``FKConfig.guidance=1``): at every step the UNet (with CFG), the tiny decoder and the CLIP
+  tower run again forward and backward, in chunks of ``--guided-batch`` particles.
 
 Writes config.json, results.jsonl (one line per run), report.md (median seconds, ratio to stock,
 peak GPU memory; target fk_tiny / stock <= 1.10) into --out.
@@ -29,7 +32,7 @@ assumed present). Copy the repository with ``.whl/`` to the GPU machine, then th
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src && \\
     python3 benchmarks/gpu_overhead.py --out runs/gpu-overhead
 
-It takes about 3 minutes on one H100/H200 (models built on the GPU, 36 timed or warm-up runs).
+It takes about 5 minutes on one H100/H200 (models built on the GPU, 40 timed or warm-up runs).
 ``--quick`` runs tiny models on the CPU in seconds (a smoke test of this script).
 """
 
@@ -48,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fksteer import FKConfig  # noqa: E402
 
-VARIANTS = ("stock", "fk_tiny", "fk_full")
+VARIANTS = ("stock", "fk_tiny", "fk_full", "fk_guided")
 
 
 def sd15_parts(quick: bool):
@@ -114,6 +117,13 @@ class ClipImageReward:
 
     @torch.no_grad()
     def __call__(self, images, prompts):
+        return self.score(images, prompts)
+
+    def differentiable(self):
+        """The same score with gradients (reward-gradient guidance calls this)."""
+        return self.score
+
+    def score(self, images, prompts):
         images = torch.nan_to_num(images.to(self.direction.dtype), 0.5).clamp(0, 1)
         pixels = torch.nn.functional.interpolate(images, size=(self.size, self.size),
                                                  mode="bilinear", antialias=False)
@@ -166,12 +176,20 @@ def run_once(pipe, tiny, reward, request, variant, K, args, seed):
     if variant == "stock":
         pipe(**request, num_images_per_prompt=K, output_type="pt", generator=generator)
     else:
+        guided = variant == "fk_guided"
         config = FKConfig(num_particles=K, lmbda=10.0,
-                          resample_every=max(args.steps // args.scoring_points, 1))
-        options = DiffusersOptions(decoder=tiny if variant == "fk_tiny" else None,
-                                   decode_batch_size=args.decode_batch_size)
-        result = steer_pipeline(pipe, reward, config, generator=generator, options=options,
-                                **request)
+                          resample_every=max(args.steps // args.scoring_points, 1),
+                          guidance=1.0 if guided else 0.0)
+        options = DiffusersOptions(decoder=None if variant == "fk_full" else tiny,
+                                   decode_batch_size=args.decode_batch_size,
+                                   denoiser_batch_size=args.guided_batch if guided else None)
+        try:
+            result = steer_pipeline(pipe, reward, config, generator=generator, options=options,
+                                    **request)
+        except torch.OutOfMemoryError:  # recorded, so that the other variants still run
+            torch.cuda.empty_cache()
+            return {"variant": variant, "num_particles": K, "seed": seed,
+                    "seconds": None, "parts": None, "error": "out of memory"}
         seconds_parts = result.seconds
     if cuda:
         torch.cuda.synchronize()
@@ -191,12 +209,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--decode-batch-size", type=int, default=None)
+    parser.add_argument("--guided-particles", default="4",
+                        help="K values at which fk_guided runs (comma-separated)")
+    parser.add_argument("--guided-batch", type=int, default=4,
+                        help="particles per backward pass (and denoiser rows per forward) of "
+                        "fk_guided")
     parser.add_argument("--quick", action="store_true", help="tiny models on the CPU")
     args = parser.parse_args()
     if args.quick:
         args.size, args.steps, args.scoring_points, args.repeats = 16, 10, 2, 1
-        args.particles = "2,4"
+        args.particles = args.guided_particles = "2,4"
     particles = [int(k) for k in args.particles.split(",")]
+    guided_particles = {int(k) for k in args.guided_particles.split(",") if k.strip()}
+
+    def variants(K):
+        return [v for v in VARIANTS if v != "fk_guided" or K in guided_particles]
     args.out.mkdir(parents=True, exist_ok=True)
 
     import diffusers
@@ -216,11 +243,11 @@ def main() -> None:
     records = []
     with (args.out / "results.jsonl").open("w") as handle:
         for K in particles:  # warm-up: cuDNN autotuning, allocator, lazy imports
-            for variant in VARIANTS:
+            for variant in variants(K):
                 run_once(pipe, tiny, reward, request, variant, K, args, seed=0)
         for repeat in range(args.repeats):
             for K in particles:
-                for variant in VARIANTS:
+                for variant in variants(K):
                     record = run_once(pipe, tiny, reward, request, variant, K, args, repeat)
                     record["repeat"] = repeat
                     records.append(record)
@@ -244,7 +271,7 @@ def main() -> None:
             return statistics.median(values) if values else float("nan")
 
         stock = median("stock")
-        for variant in VARIANTS:
+        for variant in variants(K):
             parts = [r["parts"] for r in records if r["variant"] == variant
                      and r["num_particles"] == K and r["parts"]]
             reward_s = statistics.median(p["reward"] for p in parts) if parts else 0.0
