@@ -66,13 +66,17 @@ def _sample(args: argparse.Namespace) -> None:
     from fksteer.commands.options import resolve_options
     from fksteer.commands.sample import SAMPLE_DEFAULTS, run_sample
 
-    print(run_sample(resolve_options(args, SAMPLE_DEFAULTS)))
+    report = run_sample(resolve_options(args, SAMPLE_DEFAULTS))
+    if report:  # under torchrun only rank 0 reports
+        print(report)
 
 
 def _text(args: argparse.Namespace) -> None:
     from fksteer.commands.options import resolve_options
     from fksteer.commands.text import TEXT_DEFAULTS, run_text
+    from fksteer.distributed.launch import refuse_distributed
 
+    refuse_distributed("text")
     print(run_text(resolve_options(args, TEXT_DEFAULTS)))
 
 
@@ -144,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sample, SAMPLE_DEFAULTS)
     sample.add_argument("--guidance-scale", type=float,
                         help="classifier-free guidance scale (default: 1.0)")
+    sample.add_argument("--parallel", choices=("prompts", "particles"),
+                        help="under torchrun: split the prompts (default) or every prompt's "
+                        "particles over the processes")
+    sample.add_argument("--per-group-seeds", action="store_const", const=True,
+                        help="derive each prompt's randomness from (seed, prompt index), as "
+                        "distributed runs do: reproduces a torchrun run in one process")
     sample.set_defaults(handler=_sample)
 
     text = commands.add_parser(

@@ -8,7 +8,9 @@ per prompt (particles by weight, heaviest first, the highest reward framed in re
 ``results.jsonl`` (one line per particle: prompt, group, particle, reward, weight, path),
 ``summary.json`` (log Z per group, ESS trace, NFE, reward calls, timings) and ``config.json``
 (the resolved options and FKConfig). Everything is validated (model, reward, prompts, config,
-``out``) before the run; the directory appears only when the run has finished.
+``out``) before the run; the directory appears only when the run has finished. Under torchrun
+the prompts (``--parallel prompts``, per-group seeds) or every prompt's particles (``--parallel
+particles``) are split over the processes, and rank 0 alone writes (:mod:`fksteer.distributed`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
     "method": "fk",
     "steps": 50,
     "guidance_scale": 1.0,
+    "parallel": "prompts",
+    "per_group_seeds": False,
     "device": "cpu",
     "dtype": "float32",
     "seed": 0,
@@ -91,6 +95,8 @@ def run_sample(values: dict[str, Any]) -> str:
     from fksteer.commands.image_models import EMBEDDED_IMAGE_MODELS, load_image_runner
     from fksteer.commands.prompts import read_prompts_file
     from fksteer.commands.staging import check_writable, staged_directory
+    from fksteer.distributed.launch import local_device, start_process_group, stop_process_group
+    from fksteer.distributed.modes import steer_in_mode
 
     started = time.perf_counter()
     set_threads(values["threads"], embedded=values["model"] in EMBEDDED_IMAGE_MODELS)
@@ -99,7 +105,8 @@ def run_sample(values: dict[str, Any]) -> str:
                else list(values["prompts"]))
     if not prompts:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
-    device = resolve_device(values["device"])
+    device = local_device(resolve_device(values["device"]))  # under torchrun: cuda:LOCAL_RANK
+    communicator = start_process_group(device)  # one process unless launched by torchrun
     check_writable(values["out"])
     runner = load_image_runner(values["model"], values["steps"], values["guidance_scale"],
                                device, DTYPES[values["dtype"]])
@@ -108,13 +115,25 @@ def run_sample(values: dict[str, Any]) -> str:
     loaded = time.perf_counter()
     logger.info("steering %d prompts x %d particles with %s", len(prompts),
                 config.num_particles, runner.description)
-    result = runner.run(reward, config, prompts, torch.Generator().manual_seed(values["seed"]),
-                        values["method"])
+    # one process: runner.run with one generator, as before; distributed (or per-group seeds):
+    # see fksteer.distributed.modes. Rank 0 gets the whole result and writes; the others None.
+    result = steer_in_mode(
+        lambda group_prompts, generator: runner.run(reward, config, group_prompts, generator,
+                                                    values["method"]),
+        None if runner.kind == "pipeline" else runner.model, reward, config, prompts,
+        values["seed"], values["method"], parallel=values["parallel"],
+        per_group_seeds=values["per_group_seeds"], communicator=communicator,
+    )
     steered = time.perf_counter()
+    if result is None:
+        stop_process_group()  # waits for rank 0 to finish writing
+        return ""
+    values = {**values, "world_size": communicator.world_size}
     samples = result.samples.detach().float().cpu()  # (G, K, C, H, W)
     timings = {"load": loaded - started, "steer": steered - loaded}
     with staged_directory(values["out"]) as work:
         _write(work, values, config, prompts, result, samples, timings)
+    stop_process_group()
     return _report(values, prompts, result, timings)
 
 

@@ -1,7 +1,10 @@
 """What a steering run returns: `SteeringResult` and its per-step `StepTrace`.
 
     from fksteer import SteeringResult
-    from fksteer.smc.result import StepTrace
+    from fksteer.smc.result import StepTrace, concatenate_results
+
+``concatenate_results`` joins the results of runs over disjoint groups (e.g. one per process of a
+prompt-parallel run) into one result, groups in the order given.
 
 Both are frozen. Tensors with a group axis are shaped (G, K) for G prompts (groups) of K
 particles; all weight and evidence tensors are float64 on the CPU.
@@ -9,6 +12,7 @@ particles; all weight and evidence tensors are float64 on the CPU.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +21,7 @@ import torch
 
 from fksteer.smc.config import FKConfig
 
-__all__ = ["StepTrace", "SteeringResult"]
+__all__ = ["StepTrace", "SteeringResult", "concatenate_results"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +150,88 @@ class SteeringResult:
             "reward_calls": self.reward_calls,
             "seconds": self.seconds,
         }
+
+
+def concatenate_results(results: Sequence[SteeringResult]) -> SteeringResult:
+    """One result holding the groups of ``results`` in order (runs over disjoint groups).
+
+    The runs must share the method, the configuration and the number of steps. Per-group
+    tensors are concatenated along the group axis; ``nfe``, ``reward_calls`` and the per-step
+    seconds are summed (total work, not wall time, when the runs ran in parallel). A step that
+    resampled in one run and not in another gets identity ancestors for the latter's groups.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("concatenate_results needs at least one result.")
+    first = results[0]
+    if len(results) == 1:
+        return first
+    for other in results[1:]:
+        if other.method != first.method or other.config != first.config:
+            raise ValueError(
+                "concatenate_results: the runs differ in method or configuration "
+                f"({first.method!r}, {first.config!r}) vs ({other.method!r}, {other.config!r})."
+            )
+        if len(other.trace) != len(first.trace):
+            raise ValueError(
+                f"concatenate_results: the runs have {len(first.trace)} and {len(other.trace)} "
+                "trace entries; they must run the same number of steps."
+            )
+    if isinstance(first.samples, torch.Tensor):
+        samples: Any = torch.cat([result.samples for result in results])
+    else:
+        samples = [row for result in results for row in result.samples]
+    trace = tuple(
+        _concatenate_steps([result.trace[index] for result in results], first.num_particles)
+        for index in range(len(first.trace))
+    )
+    return SteeringResult(
+        samples=samples,
+        weights=torch.cat([result.weights for result in results]),
+        log_weights=torch.cat([result.log_weights for result in results]),
+        rewards=torch.cat([result.rewards for result in results]),
+        best=torch.cat([result.best for result in results]),
+        log_evidence=torch.cat([result.log_evidence for result in results]),
+        trace=trace,
+        nfe=sum(result.nfe for result in results),
+        reward_calls=sum(result.reward_calls for result in results),
+        method=first.method,
+        config=first.config,
+        prompts=[prompt for result in results for prompt in result.prompts],
+    )
+
+
+def _concatenate_steps(steps: Sequence[StepTrace], num_particles: int) -> StepTrace:
+    """One StepTrace from the same step of runs over disjoint groups."""
+    if len({step.step for step in steps}) != 1:
+        raise ValueError(f"concatenate_results: steps {[s.step for s in steps]} do not align.")
+    sizes = [step.ess.shape[0] for step in steps]
+
+    def joined(name: str, fill: Any) -> torch.Tensor | None:
+        values = [getattr(step, name) for step in steps]
+        if all(value is None for value in values):
+            return None
+        return torch.cat([
+            fill(size) if value is None else value
+            for value, size in zip(values, sizes, strict=True)
+        ])
+
+    K = num_particles
+
+    def nan(g: int) -> torch.Tensor:
+        return torch.full((g,), math.nan, dtype=torch.float64)
+
+    return StepTrace(
+        step=steps[0].step,
+        scored=any(step.scored for step in steps),
+        ess=torch.cat([step.ess for step in steps]),
+        resampled=torch.cat([step.resampled for step in steps]),
+        ancestors=joined("ancestors", lambda g: torch.arange(K).expand(g, K).clone()),
+        num_distinct=joined("num_distinct", lambda g: torch.full((g,), K)),
+        reward_mean=joined("reward_mean", nan),
+        reward_max=joined("reward_max", nan),
+        num_dead=joined("num_dead", lambda g: torch.zeros(g, dtype=torch.long)),
+        model_seconds=sum(step.model_seconds for step in steps),
+        reward_seconds=sum(step.reward_seconds for step in steps),
+        engine_seconds=sum(step.engine_seconds for step in steps),
+    )
