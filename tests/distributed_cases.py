@@ -39,6 +39,18 @@ def particle_mixture_case(communicator, record):
     return result
 
 
+def particle_guided_case(communicator, record):
+    """Reward-gradient guidance: each rank's proposal corrections reach every rank's weights."""
+    model, reward, lmbda = mixture_problem()
+    config = FKConfig(num_particles=8, lmbda=lmbda, guidance=1.0)
+    transfers: list[Transfer] = []
+    result = steer_particle_parallel(model, reward, config, prompts=PROMPTS[:2], seed=SEED,
+                                     num_shards=2, communicator=communicator,
+                                     transfers=transfers)
+    record["transfers"] = [vars(t) for t in transfers]
+    return result
+
+
 def particle_unet_case(communicator, record):
     config = FKConfig(num_particles=4, lmbda=1.0)
     transfers: list[Transfer] = []
@@ -96,6 +108,7 @@ SCENARIOS = {
     "prompt": prompt_case,
     "particle-mixture": particle_mixture_case,
     "particle-unet": particle_unet_case,
+    "particle-guided": particle_guided_case,
     "error-particle": error_particle_case,
     "error-prompt": error_prompt_case,
     "dead-rank": dead_rank_case,

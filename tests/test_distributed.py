@@ -20,6 +20,7 @@ from distributed_cases import (
     PROMPTS,
     SEED,
     mixture_problem,
+    particle_guided_case,
     particle_mixture_case,
     particle_unet_case,
     prompt_case,
@@ -43,7 +44,8 @@ from fksteer.smc.result import concatenate_results
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-SCENARIOS = ["prompt", "particle-mixture", "particle-unet", "error-particle", "error-prompt"]
+SCENARIOS = ["prompt", "particle-mixture", "particle-unet", "particle-guided", "error-particle",
+             "error-prompt"]
 
 
 def load(folder: Path, scenario: str, rank: int) -> dict:
@@ -122,6 +124,29 @@ def test_one_process_particle_driver_equals_the_engine_on_the_same_noise_layout(
     batched = steer(model, reward, config, prompts=PROMPTS,
                     generator=torch.Generator().manual_seed(SEED))
     assert not torch.equal(driver.samples, batched.samples)  # another noise layout
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.0])
+def test_particle_driver_matches_the_exact_tilted_target(guidance):
+    """4 shards in one process, with and without reward-gradient guidance: the weighted
+    particles against the closed-form tilted mixture (the checks of test_exactness)."""
+    from test_exactness import (
+        GROUPS,
+        MIXTURE_DIRECTION,
+        MIXTURE_LAMBDA,
+        PARTICLES,
+        SCHEDULES,
+        check_mixture,
+    )
+
+    from fksteer.models import GaussianMixtureDiffusion, LinearReward
+
+    model = GaussianMixtureDiffusion.default(num_steps=8, dtype=torch.float64)
+    config = FKConfig(num_particles=PARTICLES, lmbda=MIXTURE_LAMBDA, guidance=guidance,
+                      **SCHEDULES["fixed"])
+    result = steer_particle_parallel(model, LinearReward(MIXTURE_DIRECTION), config,
+                                     prompts=list(range(GROUPS)), seed=5, num_shards=4)
+    check_mixture(model, result)
 
 
 @pytest.mark.parametrize("kind", ["unet-dpm", "embedded"])
@@ -223,7 +248,8 @@ def test_prompt_parallel_on_two_ranks_equals_one_process_per_group_seeds(two_ran
 
 
 @pytest.mark.parametrize("scenario, case", [("particle-mixture", particle_mixture_case),
-                                            ("particle-unet", particle_unet_case)])
+                                            ("particle-unet", particle_unet_case),
+                                            ("particle-guided", particle_guided_case)])
 def test_particle_parallel_on_two_ranks_equals_one_process_with_two_shards(
     two_ranks, scenario, case
 ):

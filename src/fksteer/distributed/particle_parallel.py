@@ -53,9 +53,10 @@ from fksteer.distributed.particle_state import (
 )
 from fksteer.distributed.seeding import shard_generator
 from fksteer.distributed.sharding import ParticleLayout
-from fksteer.smc.config import FKConfig
+from fksteer.smc.config import FKConfig, guidance_strength
+from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import ParticleSystem
-from fksteer.smc.protocol import Reward, StepModel
+from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
 from fksteer.smc.result import SteeringResult
 
 __all__ = ["steer_particle_parallel", "Transfer", "score_batch"]
@@ -152,11 +153,6 @@ class _ParticleParallelRun:
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed={seed!r}: pass an int (every rank derives its noise from it).")
-        if getattr(config, "guidance", 0) != 0:
-            raise ValueError(
-                f"FKConfig.guidance={config.guidance!r}: reward-gradient guidance does not run "
-                "particle-parallel yet; set guidance=0, or run prompt-parallel."
-            )
         self.communicator = communicator
         self.reward = reward
         if isinstance(prompts, str):
@@ -169,6 +165,12 @@ class _ParticleParallelRun:
         self.shards = self.layout.rank_shards(communicator.rank)
         self.models = self._models(model)
         first = self.models[0]
+        self.config = config
+        if config.guidance != 0 and not isinstance(first, GuidedStepModel):
+            raise ValueError(
+                f"FKConfig.guidance={config.guidance!r} needs a model whose step is Gaussian "
+                f"(GuidedStepModel); {type(first).__name__} is not one. Set guidance=0."
+            )
         self.num_predictions = getattr(first, "num_predictions", 1)
         self.system = ParticleSystem(
             reward, config, num_steps=first.num_steps, prompts=prompts,
@@ -236,11 +238,21 @@ class _ParticleParallelRun:
                             transfers.append(record)
                     engine_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                lockstep.run(self._move, step)
+                strength = (
+                    guidance_strength(self.config, step, system.num_steps)
+                    if self.config.guidance != 0 else 0.0
+                )
+                ratios = lockstep.run(self._move, step, strength)
+                if strength:  # every rank weighs every particle's proposal correction
+                    gathered = lockstep.sync(ratios)
+                    shard_ratios = {k: v for payload in gathered for k, v in payload.items()}
+                    system.reweight(step, self._assemble(shard_ratios))
                 model_seconds += time.perf_counter() - start
+                particles = self.layout.num_groups * self.layout.num_particles
                 system.record(
                     step, model_seconds=model_seconds, reward_seconds=reward_seconds,
                     engine_seconds=engine_seconds,
+                    evaluations=2 * particles if strength else particles,
                 )
             start = time.perf_counter()
             local = lockstep.run(self._final)
@@ -282,12 +294,28 @@ class _ParticleParallelRun:
         values = score_batch(self.reward, decoded, self.reward_prompts, expected)
         return values.reshape(self.layout.shard_size, -1).squeeze(-1)
 
-    def _move(self, step: int) -> None:
-        for index, (model, generator) in enumerate(
-            zip(self.models, self.generators, strict=True)
+    def _move(self, step: int, strength: float) -> dict[int, torch.Tensor]:
+        """Move every local shard; with guidance, return each shard's log density ratios."""
+        ratios = {}
+        for index, (shard, model, generator) in enumerate(
+            zip(self.shards, self.models, self.generators, strict=True)
         ):
             state, output = self.states[index], self.outputs[index]
-            self.states[index] = model.move(state, output, step, generator)
+            if not strength:
+                self.states[index] = model.move(state, output, step, generator)
+                continue
+            gradient = reward_gradient(
+                model.guidance_input(state),
+                lambda x, rows, model=model, state=state: model.clean_from(state, x, rows, step),
+                lambda clean, model=model: model.decode(clean, final=False),
+                self.reward,
+                self.reward_prompts,
+                strength,
+            )
+            self.states[index], ratios[shard] = model.guided_move(
+                state, output, step, generator, gradient
+            )
+        return ratios
 
     def _final(self):
         rewards, decoded = {}, {}

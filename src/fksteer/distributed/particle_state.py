@@ -151,7 +151,7 @@ def _loaded_class(module: str, name: str) -> type | None:
 
 
 class _Delegating:
-    """Forwards the StepModel protocol to ``self.model``."""
+    """Forwards the StepModel protocol (and GuidedStepModel's methods) to ``self.model``."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -177,6 +177,16 @@ class _Delegating:
 
     def final_sample(self, state):
         return self.model.final_sample(state)
+
+    # reward-gradient guidance (GuidedStepModel): the known models all implement it
+    def guidance_input(self, state):
+        return self.model.guidance_input(state)
+
+    def clean_from(self, state, x, rows, step):
+        return self.model.clean_from(state, x, rows, step)
+
+    def guided_move(self, state, model_output, step, generator, gradient):
+        return self.model.guided_move(state, model_output, step, generator, gradient)
 
 
 class TensorStateAdapter(_Delegating):

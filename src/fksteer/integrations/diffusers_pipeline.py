@@ -59,7 +59,7 @@ from fksteer.integrations.diffusers_schedulers import (
     permute_scheduler_state,
     scheduler_spec,
 )
-from fksteer.smc.config import METHODS, FKConfig, guidance_at, lambda_at
+from fksteer.smc.config import METHODS, FKConfig, guidance_strength
 from fksteer.smc.guidance import shift_gaussian_step
 from fksteer.smc.particles import ParticleSystem
 from fksteer.smc.protocol import Reward
@@ -455,10 +455,7 @@ class _PipelineRun:
         """s_i * lambda_{i+1} at this step (0: no guidance), as in :func:`fksteer.steer`."""
         if self.guidance is None or step >= self.system.num_steps:
             return 0.0
-        num_steps = self.system.num_steps
-        return guidance_at(self.config.guidance, step, num_steps) * lambda_at(
-            self.config.lmbda, step + 1, num_steps
-        )
+        return guidance_strength(self.config, step, self.system.num_steps)
 
     def _shift(self, output: Any, mean: torch.Tensor, std: Any, gradient: torch.Tensor,
                step: int) -> Any:

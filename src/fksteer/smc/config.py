@@ -14,7 +14,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FKConfig", "LinearRamp", "POTENTIALS", "METHODS", "lambda_at", "guidance_at"]
+__all__ = [
+    "FKConfig",
+    "LinearRamp",
+    "POTENTIALS",
+    "METHODS",
+    "lambda_at",
+    "guidance_at",
+    "guidance_strength",
+]
 
 #: Potential families. Each multiplies in its own intermediate potentials and a final correction
 #: so that the product along a path is exp(lambda * r(x_0)): they all target the same law.
@@ -59,6 +67,16 @@ def guidance_at(guidance: float | LinearRamp, step: int, num_steps: int) -> floa
     if value < 0:
         raise ValueError(f"the guidance schedule {guidance!r} gave {value} < 0 at step {step}")
     return value
+
+
+def guidance_strength(config: FKConfig, step: int, num_steps: int) -> float:
+    """The multiplier of grad r in the move out of ``step``: s_i * lambda_{i+1}.
+
+    The guidance strength times the tilt of the intermediate target the move goes to.
+    """
+    return guidance_at(config.guidance, step, num_steps) * lambda_at(
+        config.lmbda, step + 1, num_steps
+    )
 
 
 def _schedule_at(schedule: float | LinearRamp, step: int, num_steps: int, name: str) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fksteer.smc.config import FKConfig, guidance_at, lambda_at
+from fksteer.smc.config import FKConfig, guidance_strength
 from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
 from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
@@ -107,7 +107,7 @@ def steer(
                     state, output = model.permute(state, output, ancestors)
                     permute_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            strength = _guidance_strength(config, step, system.num_steps) if guided else 0.0
+            strength = guidance_strength(config, step, system.num_steps) if guided else 0.0
             if strength:
                 gradient = reward_gradient(
                     model.guidance_input(state),
@@ -135,13 +135,6 @@ def steer(
         start = time.perf_counter()
         decoded = model.decode(model.final_sample(state), final=True)
         return system.finish(decoded, reward_seconds=time.perf_counter() - start)
-
-
-def _guidance_strength(config: FKConfig, step: int, num_steps: int) -> float:
-    """s_i * lambda_{i+1}: guidance strength times the tilt of the state the move goes to."""
-    return guidance_at(config.guidance, step, num_steps) * lambda_at(
-        config.lmbda, step + 1, num_steps
-    )
 
 
 def _elapsed(start: float, synchronise_on: Any) -> float:
