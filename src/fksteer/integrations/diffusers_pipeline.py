@@ -450,7 +450,6 @@ class _PipelineRun:
         self.last_time = time.perf_counter()
         return output
 
-
     def _guidance_strength(self, step: int) -> float:
         """s_i * lambda_{i+1} at this step (0: no guidance), as in :func:`fksteer.steer`."""
         if self.guidance is None or step >= self.system.num_steps:
