@@ -111,8 +111,17 @@ def test_derived_seeds_name_the_work_not_the_process():
     assert not torch.equal(first, torch.randn(3, generator=group_generator(5, 1)))
 
 
-def test_one_process_particle_driver_equals_the_engine_on_the_same_noise_layout():
-    """The driver (2 shards, one process) vs fksteer.steer over a per-shard-noise wrapper."""
+def test_one_process_particle_driver_equals_the_engine_on_the_same_noise_layout(monkeypatch):
+    """The driver (2 shards, one process) vs fksteer.steer over a per-shard-noise wrapper, whose
+    particle system also keeps surviving particles in place after resampling, as the driver's
+    does."""
+    import functools
+
+    from fksteer.smc import engine as engine_module
+    from fksteer.smc.particles import ParticleSystem
+
+    monkeypatch.setattr(engine_module, "ParticleSystem",
+                        functools.partial(ParticleSystem, keep_in_place=True))
     model, reward, lmbda = mixture_problem()
     config = FKConfig(num_particles=8, lmbda=lmbda, ess_threshold=0.7)
     driver = steer_particle_parallel(model, reward, config, prompts=PROMPTS, seed=SEED,

@@ -452,3 +452,19 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="int64 tensor of shape"):
         resample(weights, N, lambda w, m, g: torch.zeros(m + 1, dtype=torch.int64),
                  make_generator(0))
+
+
+def test_keep_in_place_keeps_the_offspring_and_every_survivor_in_its_slot():
+    from fksteer.smc.resampling import keep_in_place
+
+    generator = torch.Generator().manual_seed(0)
+    for K in (1, 2, 5, 16):
+        ancestors = torch.randint(0, K, (200, K), generator=generator)
+        arranged = keep_in_place(ancestors)
+        assert torch.equal(arranged.sort(dim=1).values, ancestors.sort(dim=1).values)
+        survivors = torch.zeros_like(ancestors, dtype=torch.bool).scatter_(1, ancestors, True)
+        slots = torch.arange(K).expand(200, K)
+        assert torch.equal(arranged[survivors], slots[survivors])  # survivors stay put
+    identity = torch.arange(6).expand(3, 6)
+    assert torch.equal(keep_in_place(identity), identity)
+    assert torch.equal(keep_in_place(torch.tensor([[3, 3, 0, 2]])), torch.tensor([[0, 3, 2, 3]]))

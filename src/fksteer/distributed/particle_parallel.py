@@ -13,7 +13,9 @@ run by the unchanged StepModel on its own G*K/S particles. At a scoring step:
 2. every rank runs the same :class:`~fksteer.smc.particles.ParticleSystem` on them: its draws
    come from a generator derived from the seed alone, so all ranks compute the same weights,
    evidence and ancestors, with no further communication;
-3. the particles whose ancestor lives on another rank are sent point to point
+3. the ancestors are rearranged so that every surviving particle keeps its slot
+   (:func:`~fksteer.smc.resampling.keep_in_place`; the particles are exchangeable, so the law is
+   unchanged), and the particles whose ancestor lives on another rank are sent point to point
    (``isend``/``irecv``), each needed ancestor once per destination rank, as the bytes of its
    rows (state, model output, scheduler history: :mod:`.particle_state`); the others are
    reordered in place. ``transfers=[]`` collects, per resampling step, the bytes sent against
@@ -176,6 +178,7 @@ class _ParticleParallelRun:
             reward, config, num_steps=first.num_steps, prompts=prompts,
             generator=torch.Generator().manual_seed(seed), method=method,
             num_predictions=self.num_predictions,
+            keep_in_place=True,  # a surviving particle stays where it is: fewer transfers
         )
         self.generators = [
             shard_generator(seed, shard, num_shards, generator_device) for shard in self.shards

@@ -56,7 +56,7 @@ import torch
 
 from fksteer.smc.config import METHODS, FKConfig, lambda_at
 from fksteer.smc.protocol import Reward
-from fksteer.smc.resampling import resample
+from fksteer.smc.resampling import keep_in_place, resample
 from fksteer.smc.result import SteeringResult, StepTrace
 from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
 
@@ -99,6 +99,9 @@ class ParticleSystem:
         num_predictions: clean predictions per particle at each scoring step (M); with M > 1 the
             rewards of a particle's M predictions are combined by
             :func:`~fksteer.smc.weights.soft_reward`.
+        keep_in_place: rearrange each resampling's ancestors so that every surviving particle
+            keeps its slot (:func:`~fksteer.smc.resampling.keep_in_place`; same law), for
+            drivers that pay for every particle that changes place.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class ParticleSystem:
         generator: torch.Generator | None = None,
         method: str = "fk",
         num_predictions: int = 1,
+        keep_in_place: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method={method!r} is unknown: choose one of {', '.join(METHODS)}.")
@@ -135,6 +139,7 @@ class ParticleSystem:
         self.method = method
         self.num_steps = num_steps
         self.num_predictions = num_predictions
+        self.keep_in_place = keep_in_place
         self.group_prompts = group_prompts
         self.num_groups = len(group_prompts)
         self.num_particles = config.num_particles
@@ -391,6 +396,8 @@ class ParticleSystem:
         ancestors[resampled] = resample(
             probabilities, K, self.config.resampling, self.engine_generator
         )
+        if self.keep_in_place:
+            ancestors = keep_in_place(ancestors)
         # Each resampled group's evidence grows by the mean of its unnormalised weights.
         self.log_evidence = torch.where(
             resampled, self.log_evidence + log_mean_exp(self.log_weights), self.log_evidence

@@ -44,6 +44,7 @@ __all__ = [
     "RESAMPLING_SCHEMES",
     "ResamplingScheme",
     "get_scheme",
+    "keep_in_place",
     "multinomial",
     "residual",
     "resample",
@@ -360,3 +361,24 @@ def resample(
             f"{expected_shape}, got {got}."
         )
     return ancestors
+
+
+def keep_in_place(ancestors: torch.Tensor) -> torch.Tensor:
+    """The same offspring as ``ancestors`` (G, K), with every surviving particle in its own slot.
+
+    After resampling the particles of a group are exchangeable (equal weights), so any
+    rearrangement of the slots leaves the particle system's law unchanged. This one keeps each
+    particle that has offspring at its own index and puts its extra copies, in index order, into
+    the slots of the particles that have none. A driver whose particles live in several places
+    (processes, devices) then moves only the extra copies: with unsorted ancestors
+    (multinomial) most slots would otherwise change.
+    """
+    num_groups, K = ancestors.shape
+    counts = torch.zeros(num_groups, K, dtype=torch.int64, device=ancestors.device)
+    counts.scatter_add_(1, ancestors, torch.ones_like(ancestors))
+    own = torch.arange(K, device=ancestors.device).expand(num_groups, K)
+    arranged = torch.where(counts > 0, own, -1)
+    # extra copies, row-major; each row has exactly as many as it has empty slots
+    extras = torch.repeat_interleave(own.reshape(-1), (counts - 1).clamp(min=0).reshape(-1))
+    arranged[arranged < 0] = extras
+    return arranged
