@@ -45,13 +45,25 @@ class FakeChatServer:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                     server.requests.append((self.path, dict(self.headers), body))
+                self.counted = True
                 try:
                     server.respond(self, body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): expected in the slow case
                 finally:
-                    with server.lock:
+                    self.uncount()
+
+            def send_response(self, *args, **kwargs):
+                # A request stops counting as active once its reply starts: the client may send
+                # its next request as soon as it has read this one, before this thread resumes.
+                self.uncount()
+                super().send_response(*args, **kwargs)
+
+            def uncount(self):
+                with server.lock:
+                    if getattr(self, "counted", False):
                         server.active -= 1
+                        self.counted = False
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
