@@ -328,3 +328,31 @@ def test_torchrun_sample_writes_each_particle_once_and_equals_one_process(tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["log_evidence"] == json.loads((single / "summary.json").read_text())[
         "log_evidence"]
+
+
+def test_torchrun_bench_shares_the_units_and_writes_what_one_process_writes(tmp_path, capsys):
+    """`fksteer bench image --quick` on 2 processes: rank 0 appends every rank's lines in the
+    order one process writes them; only the timings differ."""
+    pytest.importorskip("diffusers")
+    from cli_helpers import run_cli
+
+    out = tmp_path / "torchrun"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+               "-m", "fksteer", "bench", "image", "--quick", "--out", str(out)]
+    try:
+        process = subprocess.run(command, env=environment({"FKSTEER_DIST_TIMEOUT": "30"}),
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("torchrun fksteer bench image did not finish in 120 s")
+    assert process.returncode == 0, process.stderr[-4000:]
+    assert process.stdout.count("# bench image") == 1  # rank 0 alone reports
+    single = tmp_path / "single"
+    code, _, stderr = run_cli(["bench", "image", "--quick", "--out", single], capsys)
+    assert code == 0, stderr
+
+    def lines(folder):
+        records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in records]
+
+    assert lines(out) == lines(single) and len(lines(single)) > 0

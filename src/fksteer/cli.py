@@ -90,8 +90,26 @@ def _with_options(bench, **options):
     return replace(bench, **{name: value for name, value in options.items() if value is not None})
 
 
+def _distributed_bench(run, report) -> None:
+    """``run()``, as this process's share of a torchrun launch (or alone): the units of the text
+    and image suites are shared among the processes; rank 0 writes the files and prints
+    ``report()``."""
+    from fksteer.distributed.launch import start_process_group, stop_process_group
+
+    communicator = start_process_group("cpu")  # the embedded models run on the CPU: gloo
+    try:
+        run()
+    finally:
+        stop_process_group()
+    if communicator.is_root:
+        print(report())
+
+
 def _bench_exact(args: argparse.Namespace) -> None:
     from fksteer.bench.exact import ExactBenchConfig, run_exact_bench
+    from fksteer.distributed.launch import refuse_distributed
+
+    refuse_distributed("bench exact")
 
     bench = _with_options(
         ExactBenchConfig.quick() if args.quick else ExactBenchConfig(),
@@ -106,6 +124,9 @@ def _bench_exact(args: argparse.Namespace) -> None:
 
 def _bench_vectorisation(args: argparse.Namespace) -> None:
     from fksteer.bench.vectorisation import VectorisationBenchConfig, run_vectorisation_bench
+    from fksteer.distributed.launch import refuse_distributed
+
+    refuse_distributed("bench vectorisation")
 
     bench = VectorisationBenchConfig(repeats=args.repeats)
     run_vectorisation_bench(bench, args.out, progress=_progress("bench vectorisation"))
@@ -114,6 +135,9 @@ def _bench_vectorisation(args: argparse.Namespace) -> None:
 
 def _bench_overhead(args: argparse.Namespace) -> None:
     from fksteer.bench.overhead import OverheadBenchConfig, run_overhead_bench
+    from fksteer.distributed.launch import refuse_distributed
+
+    refuse_distributed("bench overhead")
 
     bench = _with_options(
         OverheadBenchConfig.quick() if args.quick else OverheadBenchConfig(),
@@ -151,8 +175,8 @@ def _bench_text(args: argparse.Namespace) -> None:
         from dataclasses import replace
 
         bench = replace(bench, ess_threshold=_float_or_none(args.ess_threshold))
-    run_text_bench(bench, args.out, progress=_progress("bench text"))
-    print(Path(args.out, "report.md").read_text())
+    _distributed_bench(lambda: run_text_bench(bench, args.out, progress=_progress("bench text")),
+                       lambda: Path(args.out, "report.md").read_text())
 
 
 def _bench_image(args: argparse.Namespace) -> None:
@@ -168,8 +192,10 @@ def _bench_image(args: argparse.Namespace) -> None:
         resample_every=args.resample_every,
         methods=tuple(args.methods.split(",")) if args.methods else None,
     )
-    run_image_bench(bench, args.out, progress=_progress("bench image"))
-    print(Path(args.out, "report.md").read_text())
+    _distributed_bench(
+        lambda: run_image_bench(bench, args.out, progress=_progress("bench image")),
+        lambda: Path(args.out, "report.md").read_text(),
+    )
 
 
 def _bench_all(args: argparse.Namespace) -> None:
@@ -177,10 +203,13 @@ def _bench_all(args: argparse.Namespace) -> None:
     from fksteer.commands.options import set_threads
 
     set_threads(args.threads, embedded=True)
-    reports = run_all_benches(args.out, quick=args.quick, progress=_progress)
-    for name, report in reports.items():
-        print(report)
-        print(f"({name}: results in {Path(args.out, name)}/)\n")
+
+    reports: dict[str, str] = {}
+    _distributed_bench(
+        lambda: reports.update(run_all_benches(args.out, quick=args.quick, progress=_progress)),
+        lambda: "\n".join(f"{report}\n({name}: results in {Path(args.out, name)}/)\n"
+                          for name, report in reports.items()),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

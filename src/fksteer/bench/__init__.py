@@ -2,6 +2,11 @@
 
     from fksteer.bench.exact import ExactBenchConfig, run_exact_bench
     from fksteer.bench.vectorisation import VectorisationBenchConfig, run_vectorisation_bench
+    from fksteer.bench.overhead import OverheadBenchConfig, run_overhead_bench
+    from fksteer.bench.text import TextBenchConfig, run_text_bench
+    from fksteer.bench.image import ImageBenchConfig, run_image_bench
 
-``records`` holds the shared result-file helpers (resumable JSONL, markdown tables, intervals).
+``records`` holds the shared result-file helpers (resumable JSONL, markdown tables, intervals);
+``suite`` the parts the prompt-level suites share (units of work, shared among the processes of
+a torchrun launch; per-seed aggregates) and ``run_all_benches`` (`fksteer bench all`).
 """

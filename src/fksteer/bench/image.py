@@ -34,6 +34,7 @@ import torch
 
 from fksteer.bench.records import RecordFile, markdown_table, write_json
 from fksteer.bench.suite import check_resumable, format_cell, machine_info, run_units, seed_cell
+from fksteer.distributed.communicator import Communicator
 from fksteer.embedded.fashion import CLASS_NAMES
 from fksteer.smc.config import POTENTIALS, FKConfig
 from fksteer.smc.engine import steer
@@ -316,13 +317,20 @@ def run_image_bench(bench: ImageBenchConfig, out_dir: str | Path, progress=None)
               "fk_config": {method: bench.fk_config(method, max(bench.particles)).to_dict()
                             for method in bench.methods if method.startswith("fk-")},
               "machine": machine_info()}
-    check_resumable(out_dir, config, MAY_CHANGE)
+    communicator = Communicator.current()
+    units = _units(bench)
+    check_resumable(out_dir, config, MAY_CHANGE)  # read-only: every rank refuses alike
+    if not communicator.is_root:  # under torchrun: compute a share of the units, write nothing
+        run_units(None, units, len(bench.expanded_prompts()), _ImageUnits(bench), progress,
+                  communicator)
+        return {}
     write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", KEY_FIELDS)
-    units = _units(bench)
     prompts = len(bench.expanded_prompts())
-    if any(not records.done(**u, prompt_index=i) for u in units for i in range(prompts)):
-        run_units(records, units, prompts, _ImageUnits(bench), progress)
+    if communicator.distributed or any(
+        not records.done(**u, prompt_index=i) for u in units for i in range(prompts)
+    ):
+        run_units(records, units, prompts, _ImageUnits(bench), progress, communicator)
     keys = {tuple(u.values()) for u in units}
     current = [r for r in records.records
                if (r["model"], r["method"], r["num_particles"], r["seed"]) in keys]

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from fksteer.bench.records import RecordFile, mean_and_t_ci
+from fksteer.distributed.communicator import Communicator
+from fksteer.distributed.lockstep import Lockstep
 
 __all__ = [
     "run_units",
@@ -52,30 +54,65 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_units(
-    records: RecordFile,
+    records: RecordFile | None,
     units: Sequence[dict[str, Any]],
     num_prompts: int,
     compute: Callable[[dict[str, Any]], list[dict[str, Any]]],
     progress: Callable[[Iterable], Iterable] | None = None,
+    communicator: Communicator | None = None,
 ) -> int:
     """Compute every unit that misses a prompt line; append only the missing lines.
 
     ``compute(unit)`` returns one record per prompt, each holding the unit's fields and
     ``prompt_index``. Returns the number of units computed.
+
+    Under torchrun (a process group of W ranks), rank 0 alone holds ``records`` (None on the
+    others) and sends the to-do list; unit i runs on rank i % W, and after each round of W units
+    rank 0 appends every rank's lines in to-do order, so the file is the one a single process
+    writes (units are deterministic under their seeds, whichever rank computes them). An error
+    on any rank stops every rank (:mod:`fksteer.distributed.lockstep`).
     """
+    communicator = communicator or Communicator.current()
+    if communicator.distributed:
+        return _run_units_distributed(records, units, num_prompts, compute, progress,
+                                      communicator)
+    todo = _todo(records, units, num_prompts)
+    for unit in progress(todo) if progress else todo:
+        _append(records, unit, compute(unit), num_prompts)
+    return len(todo)
+
+
+def _todo(records: RecordFile, units: Sequence[dict[str, Any]], num_prompts: int) -> list:
     todo = [
         unit for unit in units
         if not all(records.done(**unit, prompt_index=i) for i in range(num_prompts))
     ]
     logger.info("%d of %d units to run", len(todo), len(units))
-    computed = 0
-    for unit in progress(todo) if progress else todo:
-        lines = compute(unit)
-        if len(lines) != num_prompts:
-            raise RuntimeError(f"unit {unit} gave {len(lines)} records for {num_prompts} prompts")
-        records.extend([line for line in lines if not records.done(**line)])
-        computed += 1
-    return computed
+    return todo
+
+
+def _append(records: RecordFile, unit: dict[str, Any], lines: list[dict[str, Any]],
+            num_prompts: int) -> None:
+    if len(lines) != num_prompts:
+        raise RuntimeError(f"unit {unit} gave {len(lines)} records for {num_prompts} prompts")
+    records.extend([line for line in lines if not records.done(**line)])
+
+
+def _run_units_distributed(records, units, num_prompts, compute, progress, communicator) -> int:
+    lockstep = Lockstep(communicator)
+    root = communicator.is_root
+    todo = lockstep.sync(_todo(records, units, num_prompts) if root else None)[0]
+    world, rank = communicator.world_size, communicator.rank
+    rounds = range(0, len(todo), world)
+    for start in progress(rounds) if progress and root else rounds:
+        index = start + rank
+        mine = lockstep.run(compute, todo[index]) if index < len(todo) else None
+        gathered = lockstep.gather(mine, root=0)
+        if root:
+            for offset, lines in enumerate(gathered):
+                if start + offset < len(todo):
+                    _append(records, todo[start + offset], lines, num_prompts)
+    return len(todo)
 
 
 def _finite(value: Any) -> bool:
@@ -142,7 +179,9 @@ def run_all_benches(out_dir: str | Path, quick: bool,
                     progress: Callable[[str], Any] | None = None) -> dict[str, str]:
     """`fksteer bench all`: text, image, exact and overhead into ``out_dir/<suite>``.
 
-    ``progress(name)`` gives each suite its progress wrapper. Returns each suite's report.
+    ``progress(name)`` gives each suite its progress wrapper. Returns each suite's report (on
+    rank 0; under torchrun the text and image units are shared among the ranks, and exact and
+    overhead run on rank 0 alone).
     """
     from fksteer.bench.exact import ExactBenchConfig, run_exact_bench
     from fksteer.bench.image import ImageBenchConfig, run_image_bench
@@ -156,12 +195,21 @@ def run_all_benches(out_dir: str | Path, quick: bool,
         ("exact", ExactBenchConfig, run_exact_bench),
         ("overhead", OverheadBenchConfig, run_overhead_bench),
     )
+    communicator = Communicator.current()
     reports = {}
     for name, config_class, run in suites:
         bench = config_class.quick() if quick else config_class()
         logger.info("bench all: %s", name)
-        run(bench, out_dir / name, progress=progress(f"bench {name}") if progress else None)
-        reports[name] = (out_dir / name / "report.md").read_text()
+        if name in ("exact", "overhead") and communicator.distributed:
+            # timings and exact replicas: one process (rank 0) while the others wait
+            if communicator.is_root:
+                run(bench, out_dir / name, progress=progress(f"bench {name}") if progress
+                    else None)
+            communicator.barrier()
+        else:
+            run(bench, out_dir / name, progress=progress(f"bench {name}") if progress else None)
+        if communicator.is_root:
+            reports[name] = (out_dir / name / "report.md").read_text()
     return reports
 
 

@@ -50,6 +50,7 @@ from fksteer.bench.suite import (
     run_units,
     seed_cell,
 )
+from fksteer.distributed.communicator import Communicator
 from fksteer.smc.config import POTENTIALS, FKConfig
 from fksteer.smc.engine import steer
 
@@ -388,14 +389,21 @@ def run_text_bench(bench: TextBenchConfig, out_dir: str | Path, progress=None) -
               "model": "embedded fortunes masked diffusion model",
               "fk_config": {f"K={k}": bench.fk_config(k).to_dict() for k in bench.particles},
               "machine": machine_info()}
-    check_resumable(out_dir, config, MAY_CHANGE)
+    communicator = Communicator.current()
+    units = _units(bench)
+    check_resumable(out_dir, config, MAY_CHANGE)  # read-only: every rank refuses alike
+    if not communicator.is_root:  # under torchrun: compute a share of the units, write nothing
+        compute = _TextUnits(bench, perplexity)
+        run_units(None, units, len(compute.prompts), compute, progress, communicator)
+        return {}
     write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", KEY_FIELDS)
-    units = _units(bench)
-    if any(not records.done(**u, prompt_index=i) for u in units
-           for i in range(len(bench.expanded_prompts()))):
+    if communicator.distributed or any(
+        not records.done(**u, prompt_index=i) for u in units
+        for i in range(len(bench.expanded_prompts()))
+    ):
         compute = _TextUnits(bench, perplexity)
-        run_units(records, units, len(compute.prompts), compute, progress)
+        run_units(records, units, len(compute.prompts), compute, progress, communicator)
     else:
         logger.info("bench text: every unit is recorded")
     keys = {tuple(u.values()) for u in units}
