@@ -73,14 +73,7 @@ def steer(
             "(num_steps, init, predict, move, decode, permute, final_sample)."
         )
     num_predictions = getattr(model, "num_predictions", 1)
-    guided = config.guidance != 0
-    if guided and not isinstance(model, GuidedStepModel):
-        raise ValueError(
-            f"FKConfig.guidance={config.guidance!r} needs a model whose step is Gaussian "
-            f"(GuidedStepModel: guidance_input, clean_from, guided_move); "
-            f"{type(model).__name__} is not one. Set guidance=0."
-        )
-    system = ParticleSystem(
+    system = ParticleSystem(  # validates the arguments
         reward,
         config,
         num_steps=model.num_steps,
@@ -89,6 +82,13 @@ def steer(
         method=method,
         num_predictions=num_predictions,
     )
+    guided = config.guidance != 0
+    if guided and not isinstance(model, GuidedStepModel):
+        raise ValueError(
+            f"FKConfig.guidance={config.guidance!r} needs a model whose step is Gaussian "
+            f"(GuidedStepModel: guidance_input, clean_from, guided_move); "
+            f"{type(model).__name__} is not one. Set guidance=0."
+        )
     generator = system.generator
     with torch.no_grad():
         state = model.init(system.group_prompts, system.num_particles, generator)
