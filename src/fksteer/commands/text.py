@@ -30,6 +30,7 @@ from fksteer.commands.options import (
     set_threads,
 )
 from fksteer.smc.config import FKConfig
+from fksteer.smc.wrapper import ModelWrapper
 
 __all__ = ["TEXT_DEFAULTS", "run_text", "load_text_runner"]
 
@@ -150,33 +151,17 @@ def _progress_bar(total: int):
     return tqdm(total=total, desc="steer", unit="step")
 
 
-class _WithProgress:
+class _WithProgress(ModelWrapper):
     """The model, ticking a progress bar at each ``move``."""
 
     def __init__(self, model, bar):
-        self._model, self._bar = model, bar
-        self.num_steps = model.num_steps
-        self.num_predictions = getattr(model, "num_predictions", 1)
-
-    def init(self, prompts, num_particles, generator):
-        return self._model.init(prompts, num_particles, generator)
-
-    def predict(self, state, step, generator):
-        return self._model.predict(state, step, generator)
+        super().__init__(model)
+        self._bar = bar
 
     def move(self, state, model_output, step, generator):
         if self._bar is not None:
             self._bar.update(1)
-        return self._model.move(state, model_output, step, generator)
-
-    def decode(self, clean, final):
-        return self._model.decode(clean, final)
-
-    def permute(self, state, model_output, ancestors):
-        return self._model.permute(state, model_output, ancestors)
-
-    def final_sample(self, state):
-        return self._model.final_sample(state)
+        return self.model.move(state, model_output, step, generator)
 
 
 def _texts(result) -> list[list[str]]:

@@ -43,6 +43,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from fksteer.smc.wrapper import ModelWrapper
+
 __all__ = [
     "ShardableModel",
     "as_shardable",
@@ -150,46 +152,7 @@ def _loaded_class(module: str, name: str) -> type | None:
     return getattr(loaded, name, None) if loaded is not None else None
 
 
-class _Delegating:
-    """Forwards the StepModel protocol (and GuidedStepModel's methods) to ``self.model``."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.num_steps = model.num_steps
-        num_predictions = getattr(model, "num_predictions", None)
-        if num_predictions is not None:
-            self.num_predictions = num_predictions
-
-    def init(self, prompts, num_particles, generator):
-        return self.model.init(prompts, num_particles, generator)
-
-    def predict(self, state, step, generator):
-        return self.model.predict(state, step, generator)
-
-    def move(self, state, model_output, step, generator):
-        return self.model.move(state, model_output, step, generator)
-
-    def decode(self, clean, final):
-        return self.model.decode(clean, final)
-
-    def permute(self, state, model_output, ancestors):
-        return self.model.permute(state, model_output, ancestors)
-
-    def final_sample(self, state):
-        return self.model.final_sample(state)
-
-    # reward-gradient guidance (GuidedStepModel): the known models all implement it
-    def guidance_input(self, state):
-        return self.model.guidance_input(state)
-
-    def clean_from(self, state, x, rows, step):
-        return self.model.clean_from(state, x, rows, step)
-
-    def guided_move(self, state, model_output, step, generator, gradient):
-        return self.model.guided_move(state, model_output, step, generator, gradient)
-
-
-class TensorStateAdapter(_Delegating):
+class TensorStateAdapter(ModelWrapper):
     """A model whose whole per-particle state is its ``state`` and ``model_output`` arguments."""
 
     def particle_rows(self, state, model_output):
@@ -202,7 +165,7 @@ class TensorStateAdapter(_Delegating):
         return self
 
 
-class UNetStepModelAdapter(_Delegating):
+class UNetStepModelAdapter(ModelWrapper):
     """:class:`UNetStepModel`: the state dict, the output and the scheduler's history."""
 
     def _history_names(self) -> tuple[str, ...]:
@@ -254,7 +217,7 @@ def _merge(old: Any, new: Any) -> Any:
     return type(old)(_merge(o, n) for o, n in zip(old, new, strict=True))
 
 
-class ClassNameModelAdapter(_Delegating):
+class ClassNameModelAdapter(ModelWrapper):
     """The embedded image models: a class-name wrapper around a shardable inner model."""
 
     def __init__(self, model: Any, inner: Any | None = None) -> None:
@@ -270,7 +233,7 @@ class ClassNameModelAdapter(_Delegating):
     def replicate(self):
         inner = self.inner.replicate()
         replica = copy.copy(self.model)
-        replica.model = inner.model if isinstance(inner, _Delegating) else inner
+        replica.model = inner.model if isinstance(inner, ModelWrapper) else inner
         return ClassNameModelAdapter(replica, inner)
 
 

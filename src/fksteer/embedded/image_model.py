@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fksteer.embedded.fashion import CLASS_NAMES
+from fksteer.smc.wrapper import ModelWrapper
 
 __all__ = ["GuidedClassUNet", "ClassNameModel", "load_image_model", "IMAGE_MODEL_DIR"]
 
@@ -66,13 +67,15 @@ class GuidedClassUNet(nn.Module):
         return (guided,)
 
 
-class ClassNameModel:
-    """A StepModel whose prompts are class names, mapped to the wrapped model's class ids."""
+class ClassNameModel(ModelWrapper):
+    """A StepModel whose prompts are class names, mapped to the wrapped model's class ids.
+
+    Everything else (including reward-gradient guidance) is the wrapped model's.
+    """
 
     def __init__(self, model: Any, class_names: Sequence[str] = CLASS_NAMES):
-        self.model = model
+        super().__init__(model)
         self.class_names = tuple(class_names)
-        self.num_steps = model.num_steps
 
     def class_id(self, prompt: Any) -> int:
         if isinstance(prompt, int) and 0 <= prompt < len(self.class_names):
@@ -91,31 +94,6 @@ class ClassNameModel:
             )
         ids = [self.class_id(prompt) for prompt in prompts]
         return self.model.init(ids, num_particles, generator)
-
-    def predict(self, state, step, generator):
-        return self.model.predict(state, step, generator)
-
-    def move(self, state, model_output, step, generator):
-        return self.model.move(state, model_output, step, generator)
-
-    def decode(self, clean, final):
-        return self.model.decode(clean, final)
-
-    def permute(self, state, model_output, ancestors):
-        return self.model.permute(state, model_output, ancestors)
-
-    def final_sample(self, state):
-        return self.model.final_sample(state)
-
-    # reward-gradient guidance (GuidedStepModel), delegated to the wrapped UNetStepModel
-    def guidance_input(self, state):
-        return self.model.guidance_input(state)
-
-    def clean_from(self, state, x, rows, step):
-        return self.model.clean_from(state, x, rows, step)
-
-    def guided_move(self, state, model_output, step, generator, gradient):
-        return self.model.guided_move(state, model_output, step, generator, gradient)
 
 
 def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:

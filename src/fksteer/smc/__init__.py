@@ -6,7 +6,7 @@ Modules: ``config`` (FKConfig, lambda schedules), ``protocol`` (StepModel, Guide
 ``weights`` (log-space reductions), ``resampling`` (schemes and their registry), ``particles``
 (the Feynman-Kac bookkeeping, driven step by step), ``guidance`` (reward-gradient proposals and
 their exact weights), ``engine`` (``steer``, the loop for any StepModel), ``result``
-(SteeringResult, StepTrace).
+(SteeringResult, StepTrace), ``wrapper`` (ModelWrapper, the base of models that wrap another).
 """
 
 from fksteer.smc.config import METHODS, POTENTIALS, FKConfig, LinearRamp

@@ -1,0 +1,56 @@
+"""`ModelWrapper`: a StepModel that forwards to another one, for wrappers that change one thing.
+
+    from fksteer.smc.wrapper import ModelWrapper
+
+    class WithLogging(ModelWrapper):
+        def move(self, state, model_output, step, generator):
+            print("step", step)
+            return self.model.move(state, model_output, step, generator)
+
+Every method of :class:`~fksteer.smc.protocol.StepModel` calls ``self.model``'s; any other
+attribute (``num_predictions``, the guidance methods of
+:class:`~fksteer.smc.protocol.GuidedStepModel`, a model's own attributes) is read from the
+wrapped model, so the wrapper offers exactly what the wrapped model offers: it is a
+GuidedStepModel if and only if the wrapped model is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["ModelWrapper"]
+
+
+class ModelWrapper:
+    """Forwards the StepModel protocol, and every other attribute, to ``self.model``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.num_steps = model.num_steps
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for attributes not found on the wrapper itself
+        if name == "model":  # not set yet (e.g. during copy): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def init(self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator) -> Any:
+        return self.model.init(prompts, num_particles, generator)
+
+    def predict(self, state: Any, step: int, generator: torch.Generator) -> tuple[Any, Any]:
+        return self.model.predict(state, step, generator)
+
+    def move(self, state: Any, model_output: Any, step: int, generator: torch.Generator) -> Any:
+        return self.model.move(state, model_output, step, generator)
+
+    def decode(self, clean: Any, final: bool) -> Any:
+        return self.model.decode(clean, final)
+
+    def permute(self, state: Any, model_output: Any, ancestors: torch.Tensor) -> tuple[Any, Any]:
+        return self.model.permute(state, model_output, ancestors)
+
+    def final_sample(self, state: Any) -> Any:
+        return self.model.final_sample(state)
