@@ -185,3 +185,21 @@ def test_guidance_errors_name_the_problem():
         FKConfig(guidance=-1.0)
     assert FKConfig(guidance=LinearRamp(1.0, 0.0)).to_dict()["guidance"] == {
         "schedule": "LinearRamp", "start": 1.0, "end": 0.0}
+
+
+def test_a_model_wrapper_offers_guidance_exactly_when_the_wrapped_model_does():
+    from fksteer.models import TabularMaskedDiffusion
+    from fksteer.smc.protocol import GuidedStepModel, StepModel
+    from fksteer.smc.wrapper import ModelWrapper
+
+    mixture = ModelWrapper(GaussianMixtureDiffusion.default(num_steps=4))
+    table = ModelWrapper(TabularMaskedDiffusion.default(num_steps=4))
+    assert isinstance(mixture, GuidedStepModel) and isinstance(table, StepModel)
+    assert not isinstance(table, GuidedStepModel)
+    config = FKConfig(num_particles=4, lmbda=MIXTURE_LAMBDA, guidance=1.0)
+    wrapped = steer(mixture, LinearReward(MIXTURE_DIRECTION), config,
+                    generator=torch.Generator().manual_seed(0))
+    direct = steer(mixture.model, LinearReward(MIXTURE_DIRECTION), config,
+                   generator=torch.Generator().manual_seed(0))
+    assert torch.equal(wrapped.samples, direct.samples)
+    assert torch.equal(wrapped.log_weights, direct.log_weights)
