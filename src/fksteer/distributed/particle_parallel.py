@@ -57,7 +57,7 @@ from fksteer.distributed.seeding import shard_generator
 from fksteer.distributed.sharding import ParticleLayout
 from fksteer.smc.config import FKConfig, guidance_strength
 from fksteer.smc.guidance import reward_gradient
-from fksteer.smc.particles import ParticleSystem
+from fksteer.smc.particles import ParticleSystem, score_in_chunks
 from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
 from fksteer.smc.result import SteeringResult
 
@@ -89,25 +89,12 @@ class Transfer:
 def score_batch(
     reward: Reward, decoded: Any, prompts: list[Any] | None, expected: int
 ) -> torch.Tensor:
-    """The reward of a flat batch, chunked to ``reward.batch_size``: (expected,) float64, CPU."""
+    """The reward of this shard's flat batch, chunked to ``reward.batch_size``: (expected,)."""
     if len(decoded) != expected:
         raise ValueError(
             f"the model decoded {len(decoded)} samples on this shard but {expected} were expected."
         )
-    batch_size = getattr(reward, "batch_size", None) or max(expected, 1)
-    values = []
-    for start in range(0, expected, batch_size):
-        stop = min(start + batch_size, expected)
-        chunk_prompts = None if prompts is None else prompts[start:stop]
-        out = reward(decoded[start:stop], chunk_prompts)
-        out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-        if out.numel() != stop - start:
-            raise ValueError(
-                f"the reward returned {out.numel()} values for {stop - start} samples: it must "
-                "return one float per sample."
-            )
-        values.append(out)
-    return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
+    return score_in_chunks(reward, decoded, prompts)
 
 
 def steer_particle_parallel(

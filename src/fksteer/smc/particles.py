@@ -60,7 +60,7 @@ from fksteer.smc.resampling import keep_in_place, resample
 from fksteer.smc.result import SteeringResult, StepTrace
 from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
 
-__all__ = ["ParticleSystem", "AllParticlesDeadError", "engine_generator"]
+__all__ = ["ParticleSystem", "AllParticlesDeadError", "engine_generator", "score_in_chunks"]
 
 logger = logging.getLogger(__name__)
 
@@ -461,26 +461,15 @@ class ParticleSystem:
                 f"({self.num_groups} groups x {self.num_particles} particles x {per_particle} "
                 "prediction(s) each)."
             )
-        batch_size = getattr(self.reward, "batch_size", None) or total
-        values = []
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
-            prompts = (
-                None
-                if self.reward_prompts is None
-                else [self.reward_prompts[i // per_particle] for i in range(start, stop)]
-            )
-            out = self.reward(decoded[start:stop], prompts)
-            out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-            if out.numel() != stop - start:
-                raise ValueError(
-                    f"the reward returned {out.numel()} values for {stop - start} samples: "
-                    "it must return one float per sample."
-                )
-            values.append(out)
+        prompts = (
+            None
+            if self.reward_prompts is None
+            else [self.reward_prompts[i // per_particle] for i in range(total)]
+        )
+        values = score_in_chunks(self.reward, decoded, prompts)
         self.reward_calls += total
         extra = (per_particle,) if per_particle > 1 else ()
-        return torch.cat(values).reshape(self.num_groups, self.num_particles, *extra)
+        return values.reshape(self.num_groups, self.num_particles, *extra)
 
     def _group(self, decoded: Any) -> Any:
         G, K = self.num_groups, self.num_particles
@@ -513,6 +502,28 @@ class ParticleSystem:
             )
 
 
+
+
+def score_in_chunks(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+    """``reward`` on a flat batch, in chunks of its ``batch_size``: (B,) float64 on the CPU.
+
+    ``prompts`` has one entry per sample, or is None. Raises a ValueError when the reward does
+    not return one value per sample.
+    """
+    total = len(samples)
+    batch_size = getattr(reward, "batch_size", None) or max(total, 1)
+    values = []
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        out = reward(samples[start:stop], None if prompts is None else list(prompts[start:stop]))
+        out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        if out.numel() != stop - start:
+            raise ValueError(
+                f"the reward returned {out.numel()} values for {stop - start} samples: "
+                "it must return one float per sample."
+            )
+        values.append(out)
+    return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
 
 
 def _argmax_finite(rewards: torch.Tensor) -> torch.Tensor:
