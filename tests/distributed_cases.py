@@ -28,9 +28,9 @@ def prompt_case(communicator, record):
                                  communicator=communicator)
 
 
-def particle_mixture_case(communicator, record):
+def particle_mixture_case(communicator, record, guidance=0.0):
     model, reward, lmbda = mixture_problem()
-    config = FKConfig(num_particles=8, lmbda=lmbda)
+    config = FKConfig(num_particles=8, lmbda=lmbda, guidance=guidance)
     transfers: list[Transfer] = []
     result = steer_particle_parallel(model, reward, config, prompts=PROMPTS[:2], seed=SEED,
                                      num_shards=2, communicator=communicator,
@@ -41,14 +41,7 @@ def particle_mixture_case(communicator, record):
 
 def particle_guided_case(communicator, record):
     """Reward-gradient guidance: each rank's proposal corrections reach every rank's weights."""
-    model, reward, lmbda = mixture_problem()
-    config = FKConfig(num_particles=8, lmbda=lmbda, guidance=1.0)
-    transfers: list[Transfer] = []
-    result = steer_particle_parallel(model, reward, config, prompts=PROMPTS[:2], seed=SEED,
-                                     num_shards=2, communicator=communicator,
-                                     transfers=transfers)
-    record["transfers"] = [vars(t) for t in transfers]
-    return result
+    return particle_mixture_case(communicator, record, guidance=1.0)
 
 
 def particle_unet_case(communicator, record):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from tiny_builds import tiny_unet2d
 
 from fksteer.distributed.seeding import shard_generator
 from fksteer.distributed.sharding import ParticleLayout
@@ -74,17 +75,6 @@ class ShardedNoiseModel:
         return self.inner.final_sample(state)
 
 
-def tiny_unet():
-    import diffusers
-
-    torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-        block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-    ).eval()
-
-
 def tiny_unet_model(steps: int = 4):
     """A UNetStepModel with a per-particle scheduler history (DPM-Solver++ SDE, order 2)."""
     import diffusers
@@ -92,7 +82,7 @@ def tiny_unet_model(steps: int = 4):
     from fksteer.diffusers import UNetStepModel
 
     scheduler = diffusers.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")
-    return UNetStepModel(tiny_unet(), scheduler, steps)
+    return UNetStepModel(tiny_unet2d(), scheduler, steps)
 
 
 def brightness(samples, prompts):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from cli_helpers import run_cli
+from tiny_builds import tiny_masked_lm
 
 from fksteer.embedded.text_model import TEXT_MODEL_DIR
 
@@ -13,7 +14,6 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 pytest.importorskip("profanity_check")
 
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the a cat dog sat ran on mat big small red blue is was and damn".split()
 TINY = ["--steps", "3", "--seq-len", "4", "--num-particles", "2"]
 
@@ -21,23 +21,9 @@ TINY = ["--steps", "3", "--seq-len", "4", "--num-particles", "2"]
 @pytest.fixture(scope="module")
 def tiny_model_folder(tmp_path_factory):
     """A random tiny BertForMaskedLM and a word-level tokenizer, saved as a hub folder."""
-    import torch
-
-    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
-    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    backend.decoder = tokenizers.decoders.WordPiece(prefix="##")
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
-    )
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )
+    model, tokenizer = tiny_masked_lm(WORDS)
     folder = tmp_path_factory.mktemp("tiny-bert")
-    transformers.BertForMaskedLM(config).eval().save_pretrained(folder)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from tiny_builds import tiny_unet2d
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -98,15 +99,6 @@ def test_gaussian_step_refuses_deterministic_or_unknown_kernels():
 # -- UNetStepModel --------------------------------------------------------------------------------
 
 
-def tiny_unet():
-    torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-        block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-    )
-
-
 def brightness(images, prompts):
     return images.mean(dim=(1, 2, 3))
 
@@ -126,8 +118,8 @@ def test_unet_guidance_moves_samples_up_the_reward_and_a_zero_gradient_changes_n
     from fksteer.diffusers import UNetStepModel
 
     # unclamped decoder: the default clamp to [0, 1] zeroes the gradient of saturated pixels
-    model = UNetStepModel(tiny_unet(), getattr(diffusers, scheduler)(), 5, step_kwargs=step_kwargs,
-                          decoder=lambda x: x.float())
+    model = UNetStepModel(tiny_unet2d(), getattr(diffusers, scheduler)(), 5,
+                          step_kwargs=step_kwargs, decoder=lambda x: x.float())
     runs = {}
     for name, reward, strength in [("plain", brightness, 0.0), ("flat", flat, 1.0),
                                    ("guided", brightness, 1.0)]:
@@ -143,7 +135,7 @@ def test_unet_gradient_matches_finite_differences():
     from fksteer.diffusers import UNetStepModel
     from fksteer.smc.guidance import reward_gradient
 
-    model = UNetStepModel(tiny_unet().double(), diffusers.DDPMScheduler(), 5,
+    model = UNetStepModel(tiny_unet2d().double(), diffusers.DDPMScheduler(), 5,
                           decoder=lambda x: x)  # float64 throughout
     state = model.init([None], 3, torch.Generator().manual_seed(0))
     step = 2
@@ -172,21 +164,6 @@ def test_unet_gradient_matches_finite_differences():
 
 
 # -- stock pipelines ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pipes(tmp_path_factory):
-    pytest.importorskip("transformers")
-    from test_diffusers_pipelines import BUILDERS
-
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = BUILDERS[name](tmp_path_factory)
-        return cache[name]
-
-    return get
 
 
 class _RecordsCorrections:

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_builds import tiny_unet2d
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
@@ -204,18 +205,7 @@ def build_flux(tmp_path_factory):
 
 
 def build_ddpm(tmp_path_factory):
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler())
+    pipe = diffusers.DDPMPipeline(unet=tiny_unet2d(), scheduler=diffusers.DDPMScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -227,18 +217,6 @@ BUILDERS = {
     "flux": build_flux,
     "ddpm": build_ddpm,
 }
-
-
-@pytest.fixture(scope="module")
-def pipes(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = BUILDERS[name](tmp_path_factory)
-        return cache[name]
-
-    return get
 
 
 def _embeds(groups: int):

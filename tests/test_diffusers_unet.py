@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_builds import tiny_unet2d
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -17,22 +18,6 @@ from fksteer import FKConfig, steer  # noqa: E402
 from fksteer.diffusers import DeterministicSamplerWarning, UNetStepModel  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-
-def tiny_unet(num_class_embeds=None):
-    torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        num_class_embeds=num_class_embeds,
-    )
 
 
 def zeros(samples, prompts):
@@ -46,7 +31,7 @@ def brightness(samples, prompts):
 @pytest.mark.parametrize("pipeline, eta", [("DDPMPipeline", None), ("DDIMPipeline", 0.0),
                                            ("DDIMPipeline", 1.0)])
 def test_base_and_uniform_weights_reproduce_the_stock_pipeline(pipeline, eta):
-    unet = tiny_unet()
+    unet = tiny_unet2d()
     pipe = getattr(diffusers, pipeline)(unet=unet, scheduler=diffusers.DDPMScheduler())
     pipe.set_progress_bar_config(disable=True)
     K, steps = 4, 5
@@ -68,7 +53,7 @@ def test_base_and_uniform_weights_reproduce_the_stock_pipeline(pipeline, eta):
 
 def test_deterministic_scheduler_warns():
     with pytest.warns(DeterministicSamplerWarning, match="eta=1.0"):
-        UNetStepModel(tiny_unet(), diffusers.DDIMScheduler(), 4)
+        UNetStepModel(tiny_unet2d(), diffusers.DDIMScheduler(), 4)
 
 
 def _kill_all_but(survivors):
@@ -89,7 +74,7 @@ def test_forced_resampling_continues_as_the_ancestor_with_dpm_solver_and_class_l
     """Class-conditional UNet, DPM-Solver++ (3rd order), 2 classes x 3 particles: after killing
     all but one particle per group at step 3, every particle ends as its survivor would have,
     so latents, model outputs, scheduler history and class labels all followed it."""
-    unet = tiny_unet(num_class_embeds=2)
+    unet = tiny_unet2d(num_class_embeds=2)
     scheduler = diffusers.DPMSolverMultistepScheduler(solver_order=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeterministicSamplerWarning)
@@ -108,7 +93,7 @@ def test_forced_resampling_continues_as_the_ancestor_with_dpm_solver_and_class_l
 
 
 def test_micro_batching_gives_the_same_result():
-    unet = tiny_unet()
+    unet = tiny_unet2d()
     config = FKConfig(num_particles=5, lmbda=20.0)
     runs = [
         steer(
@@ -122,7 +107,7 @@ def test_micro_batching_gives_the_same_result():
 
 
 def test_brightness_reward_raises_brightness_over_base():
-    unet = tiny_unet()
+    unet = tiny_unet2d()
     model = UNetStepModel(unet, diffusers.DDPMScheduler(), 5)
     config = FKConfig(num_particles=8, lmbda=50.0)
     gains = []
@@ -137,9 +122,9 @@ def test_brightness_reward_raises_brightness_over_base():
 
 def test_argument_errors():
     with pytest.raises(ValueError, match="not supported"):
-        UNetStepModel(tiny_unet(), diffusers.EDMEulerScheduler(), 4)
+        UNetStepModel(tiny_unet2d(), diffusers.EDMEulerScheduler(), 4)
     with pytest.raises(ValueError, match="not arguments of DDPMScheduler.step"):
-        UNetStepModel(tiny_unet(), diffusers.DDPMScheduler(), 4, step_kwargs={"eta": 1.0})
+        UNetStepModel(tiny_unet2d(), diffusers.DDPMScheduler(), 4, step_kwargs={"eta": 1.0})
     with pytest.raises(ValueError, match="class-conditional"):
-        model = UNetStepModel(tiny_unet(num_class_embeds=2), diffusers.DDPMScheduler(), 2)
+        model = UNetStepModel(tiny_unet2d(num_class_embeds=2), diffusers.DDPMScheduler(), 2)
         steer(model, zeros, FKConfig(num_particles=2), generator=torch.Generator().manual_seed(0))

@@ -295,6 +295,20 @@ def test_a_rank_that_dies_makes_the_others_fail_not_hang(tmp_path):
     assert "result" not in record and record["error_type"] == "RuntimeError"
 
 
+def torchrun_fksteer(arguments: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m fksteer ARGUMENTS``, which must succeed within 180 s."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+               "-m", "fksteer", *arguments]
+    try:
+        process = subprocess.run(command, env=environment({"FKSTEER_DIST_TIMEOUT": "60"}),
+                                 cwd=ROOT, capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"torchrun fksteer {' '.join(arguments[:2])} did not finish in 180 s")
+    assert process.returncode == 0, process.stderr[-4000:]
+    return process
+
+
 def test_torchrun_sample_writes_each_particle_once_and_equals_one_process(tmp_path, capsys):
     pytest.importorskip("diffusers")
     pytest.importorskip("PIL")
@@ -302,15 +316,7 @@ def test_torchrun_sample_writes_each_particle_once_and_equals_one_process(tmp_pa
 
     arguments = ["sample", "sneaker", "bag", "dress", "--steps", "4", "--num-particles", "2"]
     out = tmp_path / "torchrun"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               "-m", "fksteer", *arguments, "--out", str(out)]
-    try:
-        process = subprocess.run(command, env=environment({"FKSTEER_DIST_TIMEOUT": "60"}),
-                                 cwd=ROOT, capture_output=True, text=True, timeout=180)
-    except subprocess.TimeoutExpired:
-        pytest.fail("torchrun fksteer sample did not finish in 180 s")
-    assert process.returncode == 0, process.stderr[-4000:]
+    process = torchrun_fksteer([*arguments, "--out", str(out)])
     assert process.stdout.count("best reward") == 3  # rank 0 alone reports
     images = sorted(path.name for path in (out / "images").iterdir())
     assert images == [f"g{g:03d}_k{k:03d}.png" for g in range(3) for k in range(2)]
@@ -337,15 +343,7 @@ def test_torchrun_bench_shares_the_units_and_writes_what_one_process_writes(tmp_
     from cli_helpers import run_cli
 
     out = tmp_path / "torchrun"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               "-m", "fksteer", "bench", "image", "--quick", "--out", str(out)]
-    try:
-        process = subprocess.run(command, env=environment({"FKSTEER_DIST_TIMEOUT": "60"}),
-                                 cwd=ROOT, capture_output=True, text=True, timeout=180)
-    except subprocess.TimeoutExpired:
-        pytest.fail("torchrun fksteer bench image did not finish in 180 s")
-    assert process.returncode == 0, process.stderr[-4000:]
+    process = torchrun_fksteer(["bench", "image", "--quick", "--out", str(out)])
     assert process.stdout.count("# bench image") == 1  # rank 0 alone reports
     single = tmp_path / "single"
     code, _, stderr = run_cli(["bench", "image", "--quick", "--out", single], capsys)

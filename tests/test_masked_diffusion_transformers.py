@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_builds import SPECIAL_TOKENS, tiny_masked_lm
 
 from fksteer import FKConfig, steer
 from fksteer.integrations.masked_diffusion import (
@@ -23,27 +24,12 @@ from fksteer.integrations.masked_diffusion import (
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the a cat dog sat ran on mat big small red blue is was and".split()
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
-    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    backend.decoder = tokenizers.decoders.WordPiece(prefix="##")  # joins words with spaces
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
-    )
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )
-    model = transformers.BertForMaskedLM(config).eval()
-    return model, tokenizer
+    return tiny_masked_lm(WORDS)
 
 
 class RecordingDenoiser(TransformersDenoiser):
@@ -64,7 +50,7 @@ def test_tiny_bert_runs_end_to_end_for_g_prompts_by_k_particles(tiny):
     model, tokenizer = tiny
     denoiser = RecordingDenoiser(model, tokenizer)
     assert denoiser.mask_id == tokenizer.mask_token_id
-    special = tokenizer.convert_tokens_to_ids(SPECIAL)
+    special = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
     sampler = MaskedDiffusionModel(denoiser, seq_len=6, num_steps=6, num_x0_samples=2,
                                    suppress_token_ids=special)
     prompts = ["the cat", "a big red dog", "the"]  # 2, 4 and 1 tokens: padded on the right
