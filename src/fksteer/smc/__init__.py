@@ -7,33 +7,56 @@ Modules: ``config`` (FKConfig, lambda schedules), ``protocol`` (StepModel, Guide
 (the Feynman-Kac bookkeeping, driven step by step), ``guidance`` (reward-gradient proposals and
 their exact weights), ``engine`` (``steer``, the loop for any StepModel), ``result``
 (SteeringResult, StepTrace), ``wrapper`` (ModelWrapper, the base of models that wrap another).
+The names below load on first use, so that the registries' names load without torch.
 """
 
-from fksteer.smc.config import METHODS, POTENTIALS, FKConfig, LinearRamp
-from fksteer.smc.engine import steer
-from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
-from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
-from fksteer.smc.resampling import RESAMPLING_SCHEMES, resample
-from fksteer.smc.result import SteeringResult, StepTrace
-from fksteer.smc.weights import ess, log_mean_exp, normalise
+from __future__ import annotations
 
-__all__ = [
-    "FKConfig",
-    "LinearRamp",
-    "POTENTIALS",
-    "METHODS",
-    "RESAMPLING_SCHEMES",
-    "steer",
-    "ParticleSystem",
-    "engine_generator",
-    "AllParticlesDeadError",
-    "Reward",
-    "StepModel",
-    "GuidedStepModel",
-    "resample",
-    "SteeringResult",
-    "StepTrace",
-    "ess",
-    "log_mean_exp",
-    "normalise",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> the module of this package that defines it
+_EXPORTS = {
+    "FKConfig": "config",
+    "LinearRamp": "config",
+    "POTENTIALS": "config",
+    "METHODS": "config",
+    "RESAMPLING_SCHEMES": "resampling",
+    "steer": "engine",
+    "ParticleSystem": "particles",
+    "engine_generator": "particles",
+    "AllParticlesDeadError": "particles",
+    "Reward": "protocol",
+    "StepModel": "protocol",
+    "GuidedStepModel": "protocol",
+    "resample": "resampling",
+    "SteeringResult": "result",
+    "StepTrace": "result",
+    "ess": "weights",
+    "log_mean_exp": "weights",
+    "normalise": "weights",
+}
+
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
+    from fksteer.smc.config import METHODS, POTENTIALS, FKConfig, LinearRamp  # noqa: F401
+    from fksteer.smc.engine import steer  # noqa: F401
+    from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator  # noqa: F401
+    from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel  # noqa: F401
+    from fksteer.smc.resampling import RESAMPLING_SCHEMES, resample  # noqa: F401
+    from fksteer.smc.result import SteeringResult, StepTrace  # noqa: F401
+    from fksteer.smc.weights import ess, log_mean_exp, normalise  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fksteer.smc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fksteer.smc.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -13,6 +13,9 @@ What is in it:
 - :func:`resample`: the public entry point; validates its input once, then calls a scheme given
   by name or as a callable of the signature above.
 
+The registry's names load without torch (the command line lists them in its help before any
+model is loaded); the functions import it when called.
+
 Conventions shared by every scheme:
 
 - ``weights`` is a float tensor ``(..., N)`` of probabilities over the last axis, batched over any
@@ -37,8 +40,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported inside the functions: the names load without it
+    import torch
+
 
 __all__ = [
     "RESAMPLING_SCHEMES",
@@ -52,7 +58,7 @@ __all__ = [
     "systematic",
 ]
 
-ResamplingScheme = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
+ResamplingScheme = Callable[["torch.Tensor", int, "torch.Generator"], "torch.Tensor"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,6 +70,8 @@ def _uniforms(
     shape: tuple[int, ...], generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
     """Uniform draws in [0, 1), float64, from ``generator`` (the only source of randomness)."""
+    import torch
+
     return torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
 
 
@@ -91,6 +99,8 @@ def _search_cdf(
       still lands on a zero weight is moved to the next particle with positive weight (or the
       last one, if none follows).
     """
+    import torch
+
     num_particles = cdf.shape[-1]
     cdf = torch.cummax(cdf, dim=-1).values.contiguous()  # (..., N), monotone
     total = cdf[..., -1:]  # (..., 1)
@@ -117,6 +127,8 @@ def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     own total, so a row in float32 whose sum is not exactly 1 is handled exactly. Zero-weight
     particles are never returned (see :func:`_search_cdf`).
     """
+    import torch
+
     weights = weights.detach().to(torch.float64)  # (..., N)
     cdf = torch.cumsum(weights, dim=-1)  # (..., N)
     return _search_cdf(cdf, weights > 0, uniforms)
@@ -151,6 +163,8 @@ def stratified(
     covers at least ``floor(M w_i) - 1`` strata and meets at most ``ceil(M w_i) + 1``).
     Ancestors are sorted. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
     """
+    import torch
+
     batch_shape = weights.shape[:-1]
     offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
     uniforms = (offsets + _uniforms((*batch_shape, num_samples), generator, weights.device))
@@ -168,6 +182,8 @@ def systematic(
     every test function (Douc, Cappé & Moulines 2005, sec. 3.4; Chopin & Papaspiliopoulos 2020,
     sec. 9.6). Ancestors are sorted. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
     """
+    import torch
+
     batch_shape = weights.shape[:-1]
     offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
     uniform = _uniforms((*batch_shape, 1), generator, weights.device)  # (..., 1)
@@ -194,6 +210,8 @@ def residual(
     by masks (no loop). Ancestors come sorted within the deterministic part, then sorted within
     the remainder. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
     """
+    import torch
+
     device = weights.device
     batch_shape = weights.shape[:-1]
     num_particles = weights.shape[-1]
@@ -250,6 +268,8 @@ def get_scheme(name: str) -> ResamplingScheme:
 
 def _validate(weights: torch.Tensor, num_samples: int, generator: torch.Generator) -> int:
     """Check the arguments of :func:`resample`; return ``num_samples`` as an int."""
+    import torch
+
     if not isinstance(weights, torch.Tensor):
         raise TypeError(
             f"weights must be a torch.Tensor of shape (..., N), got {type(weights).__name__}; "
@@ -334,6 +354,8 @@ def resample(
         int64 tensor (..., M) of ancestor indices in [0, N) on the weights' device; a particle
         with zero weight is never an ancestor.
     """
+    import torch
+
     num_samples = _validate(weights, num_samples, generator)
     if isinstance(scheme, str):
         scheme_fn = get_scheme(scheme)
@@ -373,6 +395,8 @@ def keep_in_place(ancestors: torch.Tensor) -> torch.Tensor:
     (processes, devices) then moves only the extra copies: with unsorted ancestors
     (multinomial) most slots would otherwise change.
     """
+    import torch
+
     num_groups, K = ancestors.shape
     counts = torch.zeros(num_groups, K, dtype=torch.int64, device=ancestors.device)
     counts.scatter_add_(1, ancestors, torch.ones_like(ancestors))
