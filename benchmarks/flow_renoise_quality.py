@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fksteer.integrations.diffusers_schedulers import flow_renoise_step  # noqa: E402
+from fksteer.integrations.diffusers.schedulers import flow_renoise_step  # noqa: E402
 
 WEIGHTS = torch.tensor([0.8, 0.2], dtype=torch.float64)
 MEANS = torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)

@@ -43,7 +43,8 @@ import torch
 
 from fksteer import FKConfig, steer
 from fksteer.bench.records import markdown_table, write_json
-from fksteer.integrations.masked_diffusion import MaskedDiffusionModel, TableDenoiser
+from fksteer.integrations.masked import MaskedDiffusionModel
+from fksteer.models.masked_exact import TableDenoiser
 from fksteer.models.tabular_masked import TabularMaskedDiffusion
 
 VOCAB, LENGTH, TOXIC = 4, 6, 3

@@ -15,7 +15,7 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
 
 from fksteer import FKConfig, steer  # noqa: E402
-from fksteer.integrations.diffusers_schedulers import (  # noqa: E402
+from fksteer.integrations.diffusers.schedulers import (  # noqa: E402
     flow_renoise_step,
     gaussian_step,
 )

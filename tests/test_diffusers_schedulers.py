@@ -13,7 +13,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from fksteer.integrations.diffusers_schedulers import (  # noqa: E402
+from fksteer.integrations.diffusers.schedulers import (  # noqa: E402
     SUPPORTED_SCHEDULERS,
     clean_prediction,
     deterministic_reason,

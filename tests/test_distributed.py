@@ -121,7 +121,7 @@ def test_one_process_particle_driver_equals_the_engine_on_the_same_noise_layout(
     from fksteer.smc.particles import ParticleSystem
 
     monkeypatch.setattr(engine_module, "ParticleSystem",
-                        functools.partial(ParticleSystem, keep_in_place=True))
+                        functools.partial(ParticleSystem, stable_slots=True))
     model, reward, lmbda = mixture_problem()
     config = FKConfig(num_particles=8, lmbda=lmbda, ess_threshold=0.7)
     driver = steer_particle_parallel(model, reward, config, prompts=PROMPTS, seed=SEED,

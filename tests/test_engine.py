@@ -13,7 +13,7 @@ import torch
 from toy_models import RandomWalk, first_coordinate
 
 from fksteer import AllParticlesDeadError, FKConfig, LinearRamp, steer
-from fksteer.smc.config import POTENTIALS
+from fksteer.smc.potentials import POTENTIALS
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 from fksteer.smc.weights import log_mean_exp
 
@@ -404,21 +404,22 @@ def test_model_with_several_predictions_gets_one_reward_call_for_all_of_them():
 
 def test_particle_system_driven_by_hand():
     from fksteer.smc.particles import ParticleSystem
+    from fksteer.smc.plan import StepTimes
 
     config = FKConfig(num_particles=4, resample_start=1, lmbda=1.0)
     system = ParticleSystem(first_coordinate, config, num_steps=3, prompts=["a", "b"],
                             generator=torch.Generator().manual_seed(0))
-    assert [system.scores(step) for step in range(3)] == [False, True, True]
-    system.record(0, model_seconds=0.5, evaluations=16)  # e.g. classifier-free guidance: 2 x 8
+    assert [system.is_scoring_step(step) for step in range(3)] == [False, True, True]
+    system.record(0, StepTimes(model=0.5), evaluations=16)  # e.g. classifier-free guidance: 2 x 8
     with pytest.raises(ValueError, match="not a scoring step"):
-        system.score(0, torch.zeros(8, 2))
+        system.weigh_and_resample(0, torch.zeros(8, 2))
     rewards = torch.tensor([[0.0, 0, 0, 9], [0, 0, 0, 0]]).reshape(8, 1).expand(8, 2)
-    ancestors = system.score(1, rewards.clone())
+    ancestors = system.weigh_and_resample(1, rewards.clone())
     assert ancestors.shape == (8,) and ancestors.dtype == torch.int64
     assert torch.all(ancestors[:4] == 3)  # group a: all mass on its 4th particle (weight e^9)
     assert torch.all(ancestors[4:] // 4 == 1)  # group b stays in group b
-    system.record(1, model_seconds=0.5, reward_seconds=0.25)
-    assert system.score(2, torch.zeros(8, 2)) is not None
+    system.record(1, StepTimes(model=0.5, decode=0.25))
+    assert system.weigh_and_resample(2, torch.zeros(8, 2)) is not None
     system.record(2)
     result = system.finish(torch.zeros(8, 2))
     assert result.nfe == 16 + 8 + 8
@@ -441,7 +442,8 @@ def test_particle_system_takes_rewards_computed_by_the_driver():
                                 generator=torch.Generator().manual_seed(0))
         for step in range(2):
             rewards = first_coordinate(states[step], None) if given else None
-            ancestors = system.score(step, None if given else states[step], rewards=rewards)
+            decoded = None if given else states[step]
+            ancestors = system.weigh_and_resample(step, decoded, rewards=rewards)
             results.append(ancestors)
             system.record(step)
         rewards = first_coordinate(states[2], None) if given else None
@@ -454,6 +456,6 @@ def test_particle_system_takes_rewards_computed_by_the_driver():
     system = ParticleSystem(first_coordinate, config, num_steps=2,
                             generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="expects 4"):
-        system.score(0, rewards=torch.zeros(3))
+        system.weigh_and_resample(0, rewards=torch.zeros(3))
     with pytest.raises(ValueError, match="decoded samples or their rewards"):
-        system.score(0)
+        system.weigh_and_resample(0)

@@ -36,8 +36,8 @@ from fksteer import FKConfig, LinearRamp, steer
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.models.tabular_masked import TabularMaskedDiffusion
 from fksteer.smc import engine as engine_module
-from fksteer.smc.config import POTENTIALS
 from fksteer.smc.particles import ParticleSystem
+from fksteer.smc.potentials import POTENTIALS
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 
 GROUPS, PARTICLES = 200, 64
@@ -165,7 +165,8 @@ def check_mixture(model, result, lmbda=MIXTURE_LAMBDA):
 def test_mixture_matches_the_exact_tilted_target(potential, scheme, schedule):
     config = FKConfig(num_particles=particles_for(potential), potential=potential,
                       lmbda=MIXTURE_LAMBDA, resampling=scheme, **SCHEDULES[schedule])
-    seed = 1000 + 31 * POTENTIALS.index(potential) + 7 * sorted(RESAMPLING_SCHEMES).index(scheme)
+    seed = (1000 + 31 * list(POTENTIALS).index(potential)
+            + 7 * sorted(RESAMPLING_SCHEMES).index(scheme))
     model, result = run_mixture(config, seed)
     assert_schedule_exercised(result, schedule)
     check_mixture(model, result)
@@ -227,7 +228,8 @@ def test_table_matches_the_exact_tilted_target(potential, scheme, schedule):
     schedule_kwargs = dict(SCHEDULES[schedule], resample_start=0)
     config = FKConfig(num_particles=particles_for(potential), potential=potential,
                       lmbda=TABLE_LAMBDA, resampling=scheme, **schedule_kwargs)
-    seed = 2000 + 31 * POTENTIALS.index(potential) + 7 * sorted(RESAMPLING_SCHEMES).index(scheme)
+    seed = (2000 + 31 * list(POTENTIALS).index(potential)
+            + 7 * sorted(RESAMPLING_SCHEMES).index(scheme))
     model, result = run_table(config, seed)
     assert_schedule_exercised(result, schedule)
     check_table(model, result)
@@ -245,8 +247,8 @@ def test_table_baselines(method):
 class _DropsSkippedWeights(ParticleSystem):
     """The reference code's bug: log-weights reset at every scoring step, resampled or not."""
 
-    def _weigh_and_resample(self, step, rewards):
-        record, ancestors = super()._weigh_and_resample(step, rewards)
+    def _resample_where_due(self, step, record):
+        record, ancestors = super()._resample_where_due(step, record)
         self.log_weights = torch.zeros_like(self.log_weights)
         return record, ancestors
 
@@ -255,12 +257,13 @@ class _CorrectsFromTheRunningMax(ParticleSystem):
     """The reference code's bug: the final potential uses the running max, not r(x_0)."""
 
     def finish(self, decoded, **kwargs):
-        original = self._score
+        original = self._rewards
 
-        def score_final(decoded, per_particle=1):
-            return torch.maximum(self.running, original(decoded, per_particle))
+        def final_rewards(decoded, rewards=None, per_particle=1):
+            running = self.potential_state["running_max"]
+            return torch.maximum(running, original(decoded, rewards, per_particle))
 
-        self._score = score_final
+        self._rewards = final_rewards
         return super().finish(decoded, **kwargs)
 
 

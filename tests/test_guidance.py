@@ -24,9 +24,9 @@ from toy_models import RandomWalk, first_coordinate
 from fksteer import FKConfig, LinearRamp, steer
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc import engine as engine_module
-from fksteer.smc.config import POTENTIALS
 from fksteer.smc.guidance import reward_gradient, shift_gaussian_step
 from fksteer.smc.particles import ParticleSystem
+from fksteer.smc.potentials import POTENTIALS
 
 GUIDANCE = 1.0
 
@@ -35,7 +35,7 @@ GUIDANCE = 1.0
 def test_fk_with_guidance_matches_the_exact_tilted_target(potential):
     config = FKConfig(num_particles=particles_for(potential), potential=potential,
                       lmbda=MIXTURE_LAMBDA, guidance=GUIDANCE, **SCHEDULES["fixed"])
-    model, result = run_mixture(config, seed=300 + POTENTIALS.index(potential))
+    model, result = run_mixture(config, seed=300 + list(POTENTIALS).index(potential))
     check_mixture(model, result)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fksteer import FKConfig, steer
-from fksteer.integrations.masked_diffusion import (
+from fksteer.integrations.masked import (
     CosineSchedule,
     DecodedText,
     LogLinearSchedule,

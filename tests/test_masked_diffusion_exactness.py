@@ -36,9 +36,10 @@ import pytest
 import torch
 
 from fksteer import FKConfig, steer
-from fksteer.integrations.masked_diffusion import MaskedDiffusionModel, TableDenoiser
+from fksteer.integrations.masked import MaskedDiffusionModel
+from fksteer.models.masked_exact import TableDenoiser
 from fksteer.models.tabular_masked import TabularMaskedDiffusion
-from fksteer.smc.config import POTENTIALS
+from fksteer.smc.potentials import POTENTIALS
 
 GROUPS, PARTICLES = 200, 64
 SIGMAS = 5.0
@@ -158,7 +159,7 @@ def test_untilted_ancestral_sampler_matches_its_exact_law_not_the_table():
 def test_one_token_per_step_targets_the_tilted_table(potential):
     table, model = make_model("fixed-count", num_steps=4)
     target, log_z = table.tilted(count_of_token_two, LAMBDA)
-    result = run(model, potential, seed=300 + POTENTIALS.index(potential))
+    result = run(model, potential, seed=300 + list(POTENTIALS).index(potential))
     assert_resampling_exercised(result)
     check(result, table, target, log_z)
 
@@ -167,7 +168,7 @@ def test_one_token_per_step_targets_the_tilted_table(potential):
 def test_ancestral_sampler_targets_its_own_law_tilted(potential):
     table, model = make_model("ancestral", num_steps=3)
     target, log_z = tilt(model.exact_law(3), table.sequences())
-    result = run(model, potential, seed=400 + POTENTIALS.index(potential))
+    result = run(model, potential, seed=400 + list(POTENTIALS).index(potential))
     assert_resampling_exercised(result)
     check(result, table, target, log_z)
 

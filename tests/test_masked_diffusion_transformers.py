@@ -13,7 +13,7 @@ import torch
 from tiny_builds import SPECIAL_TOKENS, tiny_masked_lm
 
 from fksteer import FKConfig, steer
-from fksteer.integrations.masked_diffusion import (
+from fksteer.integrations.masked import (
     DecodedText,
     LogLinearSchedule,
     MaskedDiffusionModel,

@@ -455,7 +455,7 @@ def test_bad_arguments_raise() -> None:
 
 
 def test_keep_in_place_keeps_the_offspring_and_every_survivor_in_its_slot():
-    from fksteer.smc.resampling import keep_in_place
+    from fksteer.smc.resampling import survivors_in_place as keep_in_place
 
     generator = torch.Generator().manual_seed(0)
     for K in (1, 2, 5, 16):

@@ -14,8 +14,8 @@ run by the unchanged StepModel on its own G*K/S particles. At a scoring step:
    come from a generator derived from the seed alone, so all ranks compute the same weights,
    evidence and ancestors, with no further communication;
 3. the ancestors are rearranged so that every surviving particle keeps its slot
-   (:func:`~fksteer.smc.resampling.keep_in_place`; the particles are exchangeable, so the law is
-   unchanged), and the particles whose ancestor lives on another rank are sent point to point
+   (:func:`~fksteer.smc.resampling.survivors_in_place`; the particles are exchangeable, so the
+   law is unchanged), and the particles whose ancestor lives on another rank are sent point to point
    (``isend``/``irecv``), each needed ancestor once per destination rank, as the bytes of its
    rows (state, model output, scheduler history: :mod:`.particle_state`); the others are
    reordered in place. ``transfers=[]`` collects, per resampling step, the bytes sent against
@@ -55,13 +55,14 @@ from fksteer.distributed.particle_state import (
 )
 from fksteer.distributed.seeding import shard_generator
 from fksteer.distributed.sharding import ParticleLayout
-from fksteer.smc.config import FKConfig, guidance_strength
+from fksteer.smc.config import FKConfig
 from fksteer.smc.guidance import reward_gradient
-from fksteer.smc.particles import ParticleSystem, score_in_chunks
-from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
+from fksteer.smc.particles import ParticleSystem
+from fksteer.smc.plan import StepTimes, group_prompts, require_guided_model
+from fksteer.smc.protocol import Reward, StepModel, call_reward
 from fksteer.smc.result import SteeringResult
 
-__all__ = ["steer_particle_parallel", "Transfer", "score_batch"]
+__all__ = ["steer_particle_parallel", "Transfer"]
 
 
 @dataclass(frozen=True)
@@ -86,17 +87,6 @@ class Transfer:
     all_gather_bytes: int
 
 
-def score_batch(
-    reward: Reward, decoded: Any, prompts: list[Any] | None, expected: int
-) -> torch.Tensor:
-    """The reward of this shard's flat batch, chunked to ``reward.batch_size``: (expected,)."""
-    if len(decoded) != expected:
-        raise ValueError(
-            f"the model decoded {len(decoded)} samples on this shard but {expected} were expected."
-        )
-    return score_in_chunks(reward, decoded, prompts)
-
-
 def steer_particle_parallel(
     model: StepModel | Sequence[StepModel],
     reward: Reward,
@@ -109,14 +99,15 @@ def steer_particle_parallel(
     communicator: Communicator | None = None,
     generator_device: str | torch.device = "cpu",
     transfers: list[Transfer] | None = None,
+    guidance_batch_size: int | None = None,
 ) -> SteeringResult:
     """Steer with the particles of every group split over the ranks (see the module docstring).
 
     Args:
-        model: the StepModel this rank runs (it must be a
-            :class:`~fksteer.distributed.particle_state.ShardableModel` or one that
-            :func:`~fksteer.distributed.particle_state.as_shardable` knows); when a rank runs
-            several shards it is replicated, or pass one model per local shard.
+        model: the StepModel this rank runs; it must declare its particle rows
+            (:class:`~fksteer.smc.rows.ParticleRows`, checked by
+            :func:`~fksteer.distributed.particle_state.as_shardable`); when a rank runs several
+            shards it is replicated (``replicate()``), or pass one model per local shard.
         reward, config, prompts, method: as for :func:`fksteer.steer`.
         seed: the run's seed (an int: every rank must derive the same generators from it).
         num_shards: S, the shards of particles (default: the world size); the result depends on
@@ -124,13 +115,15 @@ def steer_particle_parallel(
         communicator: the ranks (default: torch.distributed's default group, else one process).
         generator_device: device of the per-shard generators (the model's noise).
         transfers: a list that receives one :class:`Transfer` per resampling step.
+        guidance_batch_size: particles per backward pass of the guidance gradient, as for
+            :func:`fksteer.steer` (default: the reward's ``batch_size``, else a whole shard).
 
     Returns:
         the whole :class:`~fksteer.smc.result.SteeringResult`, on every rank.
     """
     run = _ParticleParallelRun(
         model, reward, config, prompts, seed, method, num_shards,
-        communicator or Communicator.current(), generator_device,
+        communicator or Communicator.current(), generator_device, guidance_batch_size,
     )
     return run.steer(transfers)
 
@@ -138,15 +131,13 @@ def steer_particle_parallel(
 class _ParticleParallelRun:
     def __init__(
         self, model, reward, config, prompts, seed, method, num_shards, communicator,
-        generator_device,
+        generator_device, guidance_batch_size,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed={seed!r}: pass an int (every rank derives its noise from it).")
         self.communicator = communicator
         self.reward = reward
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        self.group_prompts = [None] if prompts is None else list(prompts)
+        self.group_prompts = group_prompts(prompts)
         num_shards = communicator.world_size if num_shards is None else num_shards
         self.layout = ParticleLayout(
             len(self.group_prompts), config.num_particles, num_shards, communicator.world_size
@@ -155,17 +146,14 @@ class _ParticleParallelRun:
         self.models = self._models(model)
         first = self.models[0]
         self.config = config
-        if config.guidance != 0 and not isinstance(first, GuidedStepModel):
-            raise ValueError(
-                f"FKConfig.guidance={config.guidance!r} needs a model whose step is Gaussian "
-                f"(GuidedStepModel); {type(first).__name__} is not one. Set guidance=0."
-            )
+        self.guidance_batch_size = guidance_batch_size
+        require_guided_model(first, config)
         self.num_predictions = getattr(first, "num_predictions", 1)
         self.system = ParticleSystem(
             reward, config, num_steps=first.num_steps, prompts=prompts,
             generator=torch.Generator().manual_seed(seed), method=method,
             num_predictions=self.num_predictions,
-            keep_in_place=True,  # a surviving particle stays where it is: fewer transfers
+            stable_slots=True,  # a surviving particle stays where it is: fewer transfers
         )
         self.generators = [
             shard_generator(seed, shard, num_shards, generator_device) for shard in self.shards
@@ -190,7 +178,7 @@ class _ParticleParallelRun:
                 )
             models = [as_shardable(m) for m in model]
         else:
-            first = as_shardable(model)
+            first = as_shardable(model, replicas=count)
             models = [first] + [first.replicate() for _ in range(count - 1)]
         steps = {m.num_steps for m in models}
         if len(steps) != 1:
@@ -204,55 +192,55 @@ class _ParticleParallelRun:
         with torch.no_grad():
             lockstep.run(self._init)
             for step in range(system.num_steps):
-                start = time.perf_counter()
-                scored = system.scores(step)
-                local = lockstep.run(self._predict, step, scored)
-                model_seconds = time.perf_counter() - start
-                reward_seconds = engine_seconds = 0.0
-                if scored:
-                    rewards, spec, reward_seconds = local if local is not None else ({}, None, 0.0)
-                    model_seconds -= reward_seconds
-                    gathered = lockstep.sync((rewards, spec))
-                    start = time.perf_counter()
-                    specs = {payload[1] for payload in gathered}
-                    if len(specs) != 1:
-                        raise ValueError(
-                            f"the ranks' particles differ in shape or dtype at step {step}: "
-                            f"{sorted(map(str, specs))}."
-                        )
-                    shard_rewards = {k: v for payload in gathered for k, v in payload[0].items()}
-                    ancestors = system.score(step, rewards=self._assemble(shard_rewards))
-                    if ancestors is not None:
-                        record = self._transfer(step, ancestors)
-                        if transfers is not None:
-                            transfers.append(record)
-                    engine_seconds = time.perf_counter() - start
-                start = time.perf_counter()
-                strength = (
-                    guidance_strength(self.config, step, system.num_steps)
-                    if self.config.guidance != 0 else 0.0
-                )
-                ratios = lockstep.run(self._move, step, strength)
-                if strength:  # every rank weighs every particle's proposal correction
-                    gathered = lockstep.sync(ratios)
-                    shard_ratios = {k: v for payload in gathered for k, v in payload.items()}
-                    system.reweight(step, self._assemble(shard_ratios))
-                model_seconds += time.perf_counter() - start
-                particles = self.layout.num_groups * self.layout.num_particles
-                system.record(
-                    step, model_seconds=model_seconds, reward_seconds=reward_seconds,
-                    engine_seconds=engine_seconds,
-                    evaluations=2 * particles if strength else particles,
-                )
+                record = self._step(step)
+                if record is not None and transfers is not None:
+                    transfers.append(record)
+            times = StepTimes()
             start = time.perf_counter()
             local = lockstep.run(self._final)
             gathered = lockstep.sync(local)
             rewards = {k: v for payload in gathered for k, v in payload[0].items()}
             decoded = {k: v for payload in gathered for k, v in payload[1].items()}
+            times.add("reward", start)
             return system.finish(
-                self._assemble(decoded), rewards=self._assemble(rewards),
-                reward_seconds=time.perf_counter() - start,
+                self._assemble(decoded), rewards=self._assemble(rewards), times=times
             )
+
+    def _step(self, step: int) -> Transfer | None:
+        """One step on every rank: predict, score and exchange particles where due, move."""
+        system, lockstep = self.system, self.lockstep
+        times, transfer = StepTimes(), None
+        start = time.perf_counter()
+        scored = system.is_scoring_step(step)
+        local = lockstep.run(self._predict, step, scored)
+        times.add("model", start)
+        if scored:
+            rewards, spec, reward_seconds = local if local is not None else ({}, None, 0.0)
+            times.model -= reward_seconds  # the local decode and reward ran inside _predict
+            times.reward += reward_seconds
+            gathered = lockstep.sync((rewards, spec))
+            specs = {payload[1] for payload in gathered}
+            if len(specs) != 1:
+                raise ValueError(
+                    f"the ranks' particles differ in shape or dtype at step {step}: "
+                    f"{sorted(map(str, specs))}."
+                )
+            shard_rewards = {k: v for payload in gathered for k, v in payload[0].items()}
+            ancestors = system.weigh_and_resample(step, rewards=self._assemble(shard_rewards))
+            if ancestors is not None:
+                start = time.perf_counter()
+                transfer = self._transfer(step, ancestors)
+                times.add("permute", start)
+        start = time.perf_counter()
+        strength = system.plan.guidance_strength(step)
+        ratios = lockstep.run(self._move, step, strength)
+        if strength:  # every rank weighs every particle's proposal correction
+            gathered = lockstep.sync(ratios)
+            shard_ratios = {k: v for payload in gathered for k, v in payload.items()}
+            system.reweight(step, self._assemble(shard_ratios))
+        times.add("model", start)
+        system.record(step, times, evaluations=system.plan.evaluations(guided=bool(strength)))
+        return transfer
 
     def _init(self) -> None:
         K_shard = self.layout.shard_particles
@@ -280,9 +268,18 @@ class _ParticleParallelRun:
         return rewards, row_spec(leaves, self.layout.shard_size), reward_seconds
 
     def _score(self, decoded: Any) -> torch.Tensor:
-        expected = self.layout.shard_size * self.num_predictions
-        values = score_batch(self.reward, decoded, self.reward_prompts, expected)
+        values = self._shard_rewards(decoded, self.reward_prompts, self.num_predictions)
         return values.reshape(self.layout.shard_size, -1).squeeze(-1)
+
+    def _shard_rewards(self, decoded: Any, prompts: list | None, per_particle: int) -> torch.Tensor:
+        """The reward of this shard's flat batch (``per_particle`` samples per particle)."""
+        expected = self.layout.shard_size * per_particle
+        if len(decoded) != expected:
+            raise ValueError(
+                f"the model decoded {len(decoded)} samples on this shard but {expected} were "
+                "expected."
+            )
+        return call_reward(self.reward, decoded, prompts)
 
     def _move(self, step: int, strength: float) -> dict[int, torch.Tensor]:
         """Move every local shard; with guidance, return each shard's log density ratios."""
@@ -301,6 +298,7 @@ class _ParticleParallelRun:
                 self.reward,
                 self.reward_prompts,
                 strength,
+                self.guidance_batch_size,
             )
             self.states[index], ratios[shard] = model.guided_move(
                 state, output, step, generator, gradient
@@ -311,10 +309,11 @@ class _ParticleParallelRun:
         rewards, decoded = {}, {}
         for shard, model, state in zip(self.shards, self.models, self.states, strict=True):
             samples = model.decode(model.final_sample(state), final=True)
-            rewards[shard] = score_batch(
-                self.reward, samples, None if self.reward_prompts is None
-                else self.reward_prompts[:: self.num_predictions], self.layout.shard_size,
+            prompts = (
+                None if self.reward_prompts is None
+                else self.reward_prompts[:: self.num_predictions]
             )
+            rewards[shard] = self._shard_rewards(samples, prompts, 1)
             decoded[shard] = samples.detach().cpu() if isinstance(samples, torch.Tensor) else (
                 list(samples)
             )

@@ -123,12 +123,12 @@ def load_image_model(
 
     ``scheduler`` is ``"ddpm"`` (ancestral) or ``"ddim"`` (with eta = 1, stochastic, so that
     resampled particles diverge). ``options`` go to
-    :class:`~fksteer.integrations.diffusers_unet.UNetStepModel` (e.g. ``denoiser_batch_size``).
+    :class:`~fksteer.integrations.diffusers.unet.UNetStepModel` (e.g. ``denoiser_batch_size``).
     The model's NFE counts one guided evaluation per particle and step (two UNet passes).
     """
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from fksteer.integrations.diffusers_unet import UNetStepModel
+    from fksteer.integrations.diffusers.unet import UNetStepModel
 
     unet = load_unet(size, directory)
     folder = directory / f"fashion16-{size}"

@@ -36,6 +36,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from fksteer.smc.rows import TensorRows
+
 __all__ = [
     "COSINE_OFFSET",
     "GaussianMixture",
@@ -197,7 +199,7 @@ class RareModeProblem(NamedTuple):
 # --------------------------------------------------------------------------------------------
 
 
-class GaussianMixtureDiffusion:
+class GaussianMixtureDiffusion(TensorRows):
     """An isotropic Gaussian mixture under a DDPM forward process, with exact reverse kernels.
 
     Implements :class:`fksteer.smc.protocol.StepModel`:
@@ -206,6 +208,7 @@ class GaussianMixtureDiffusion:
     - ``predict`` returns ``(log_responsibilities, clean)``: log p(k | x_t) of shape (B, C), and
       E[x_0 | x_t] of shape (B, d) (what the reward scores; ``decode`` passes it through).
     - ``move`` draws x_s from the exact reverse kernel p(x_s | x_t).
+    - its particle rows are the state and the output (:class:`~fksteer.smc.rows.TensorRows`).
 
     Parameters (float64 copies are kept as ``mixture``; the chain runs in ``dtype``):
 
@@ -438,13 +441,6 @@ class GaussianMixtureDiffusion:
 
     def final_sample(self, state: torch.Tensor) -> torch.Tensor:
         return state
-
-    def permute(
-        self, state: torch.Tensor, model_output: torch.Tensor, ancestors: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Particle p becomes old particle ``ancestors[p]``, in the state and the output."""
-        index = ancestors.to(state.device)
-        return state[index], model_output[index]
 
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.num_steps:

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from fksteer.smc.rows import TensorRows
+
 __all__ = ["TabularMaskedDiffusion"]
 
 
@@ -36,7 +38,7 @@ def _enumerate_sequences(vocab_size: int, seq_len: int) -> torch.Tensor:
     return (flat_indices[:, None] // place_values) % vocab_size  # (N, L)
 
 
-class TabularMaskedDiffusion:
+class TabularMaskedDiffusion(TensorRows):
     """Absorbing-state masked diffusion whose data distribution is an explicit table.
 
     Implements :class:`fksteer.smc.protocol.StepModel`:
@@ -46,6 +48,7 @@ class TabularMaskedDiffusion:
       particle, which is both what ``move`` needs and what the reward scores (token ids).
     - ``move`` unmasks each masked position with probability (alpha_s - alpha_t) / (1 - alpha_t),
       copying its token from the draw; unmasked tokens never change.
+    - its particle rows are the state and the output (:class:`~fksteer.smc.rows.TensorRows`).
 
     Parameters:
 
@@ -257,13 +260,6 @@ class TabularMaskedDiffusion:
 
     def final_sample(self, state: torch.Tensor) -> torch.Tensor:
         return state
-
-    def permute(
-        self, state: torch.Tensor, model_output: torch.Tensor, ancestors: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Particle p becomes old particle ``ancestors[p]``, in the state and the output."""
-        index = ancestors.to(state.device)
-        return state[index], model_output[index]
 
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.num_steps:

@@ -6,6 +6,10 @@
 `FKConfig` is frozen and validated when it is built: a wrong value raises a ValueError naming the
 field, the value and the fix. Values that depend on the model (``resample_start`` against the
 number of steps) are checked by :meth:`FKConfig.scoring_steps` when a run starts.
+
+The potentials, resampling schemes and resampling rules are validated against their registries
+(:mod:`fksteer.smc.potentials`, :mod:`fksteer.smc.resampling`, :mod:`fksteer.smc.rules`); none of
+these modules imports torch, so a configuration is built and checked without it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from fksteer.smc.potentials import POTENTIALS
+from fksteer.smc.resampling import RESAMPLING_SCHEMES
+from fksteer.smc.rules import RESAMPLING_RULES
 
 __all__ = [
     "FKConfig",
@@ -23,10 +31,6 @@ __all__ = [
     "guidance_at",
     "guidance_strength",
 ]
-
-#: Potential families. Each multiplies in its own intermediate potentials and a final correction
-#: so that the product along a path is exp(lambda * r(x_0)): they all target the same law.
-POTENTIALS = ("difference", "max", "sum", "immediate")
 
 #: What `steer` can run through the same code path: FK steering and its baselines.
 METHODS = ("fk", "base", "best_of_n", "importance")
@@ -98,23 +102,27 @@ class FKConfig:
 
     Attributes:
         num_particles: K, particles per prompt (group).
-        potential: ``"difference"`` exp(lambda_i r_i - lambda_prev r_prev), ``"max"``
-            exp(lambda_i max_{j<=i} r_j), ``"sum"`` exp(lambda_i sum_{j<=i} r_j) or
-            ``"immediate"`` exp(lambda_i r_i), with r_i the reward of the clean-sample prediction
-            at scoring step i. The final step multiplies by exp(lambda r(x_0)) over the product
-            of the potentials already applied to the particle's path, so every choice targets
-            p(x_0) exp(lambda r(x_0)) / Z; the choice only changes the variance, but that by a
-            lot: ``difference`` keeps the intermediate targets at the tilt lambda, while the
-            others compound it at every scoring step (``immediate`` ~ n lambda, ``sum`` ~
-            n(n+1)/2 lambda after n steps), so with many scoring steps their final correction
-            needs far more particles. Prefer ``difference``; use the others with few scoring
-            steps.
+        potential: a name in :data:`~fksteer.smc.potentials.POTENTIALS`: ``"difference"``
+            exp(lambda_i r_i - lambda_prev r_prev), ``"max"`` exp(lambda_i max_{j<=i} r_j),
+            ``"sum"`` exp(lambda_i sum_{j<=i} r_j) or ``"immediate"`` exp(lambda_i r_i), with
+            r_i the reward of the clean-sample prediction at scoring step i. The final step
+            multiplies by exp(lambda r(x_0)) over the product of the potentials already applied
+            to the particle's path, so every choice targets p(x_0) exp(lambda r(x_0)) / Z; the
+            choice only changes the variance, but that by a lot: ``difference`` keeps the
+            intermediate targets at the tilt lambda, while the others compound it at every
+            scoring step (``immediate`` ~ n lambda, ``sum`` ~ n(n+1)/2 lambda after n steps), so
+            with many scoring steps their final correction needs far more particles. Prefer
+            ``difference``; use the others with few scoring steps.
         lmbda: the tilt, a float or a schedule called as ``lmbda(step, num_steps)`` (e.g.
             :class:`LinearRamp`); the value at ``num_steps`` defines the target.
-        resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
+        resampling: the scheme, a name in :data:`~fksteer.smc.resampling.RESAMPLING_SCHEMES`:
+            ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
         ess_threshold: adaptive resampling: at a scoring step, a group resamples only when its
             effective sample size falls below ``ess_threshold * num_particles``; otherwise its
             weights carry over to the next scoring step. ``None`` resamples at every scoring step.
+        resampling_rule: which groups resample at a scoring step, a name in
+            :data:`~fksteer.smc.rules.RESAMPLING_RULES`; ``None`` (the default) means ``"ess"``
+            when ``ess_threshold`` is set and ``"always"`` otherwise.
         resample_every, resample_start, resample_end: potentials apply at step i (counted from
             the noisiest, 0 .. num_steps-1) when ``resample_start <= i <= resample_end`` and
             ``(i - resample_start) % resample_every == 0``; ``resample_end=None`` means the last
@@ -137,11 +145,9 @@ class FKConfig:
     resample_start: int = 0
     resample_end: int | None = None
     guidance: float | LinearRamp = 0.0
+    resampling_rule: str | None = None
 
     def __post_init__(self) -> None:
-        # Imported here so that config stays importable on its own; resampling has no deps.
-        from fksteer.smc.resampling import RESAMPLING_SCHEMES
-
         if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int):
             _fail("num_particles", self.num_particles, "pass a positive int, e.g. 8.")
         if self.num_particles < 1:
@@ -169,6 +175,14 @@ class FKConfig:
                     "pass a float in (0, 1] (e.g. 0.5) for adaptive resampling, or None to "
                     "resample at every scoring step.",
                 )
+        if self.resampling_rule is not None and self.resampling_rule not in RESAMPLING_RULES:
+            _fail(
+                "resampling_rule",
+                self.resampling_rule,
+                f"choose one of {', '.join(RESAMPLING_RULES)}, or None.",
+            )
+        if self.resampling_rule == "ess" and self.ess_threshold is None:
+            _fail("resampling_rule", self.resampling_rule, "set ess_threshold too (e.g. 0.5).")
         for field in ("resample_every", "resample_start"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -194,6 +208,13 @@ class FKConfig:
                 _fail("guidance", self.guidance, "pass a finite float >= 0 (0 turns it off).")
         elif not callable(self.guidance):
             _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
+
+    @property
+    def rule(self) -> str:
+        """The resampling rule in force: ``resampling_rule``, or what ``ess_threshold`` implies."""
+        if self.resampling_rule is not None:
+            return self.resampling_rule
+        return "always" if self.ess_threshold is None else "ess"
 
     def scoring_steps(self, num_steps: int) -> list[int]:
         """The steps (0 .. num_steps-1) at which intermediate potentials apply."""

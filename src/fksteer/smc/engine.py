@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
-from fksteer.smc.config import FKConfig, guidance_strength
+from fksteer.smc.config import FKConfig
 from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
-from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel
+from fksteer.smc.plan import StepTimes, require_guided_model
+from fksteer.smc.protocol import Reward, StepModel
 from fksteer.smc.result import SteeringResult
+from fksteer.smc.rows import has_particle_rows, permute_particles
 
 __all__ = ["steer", "AllParticlesDeadError", "engine_generator"]
 
@@ -70,9 +72,13 @@ def steer(
     if not isinstance(model, StepModel):
         raise ValueError(
             f"model {type(model).__name__} does not implement the StepModel protocol "
-            "(num_steps, init, predict, move, decode, permute, final_sample)."
+            "(num_steps, init, predict, move, decode, final_sample)."
         )
-    num_predictions = getattr(model, "num_predictions", 1)
+    if not (has_particle_rows(model) or hasattr(model, "permute")):
+        raise ValueError(
+            f"model {type(model).__name__} cannot reorder its particles: implement "
+            "particle_rows and with_particle_rows (fksteer.smc.rows.ParticleRows), or permute."
+        )
     system = ParticleSystem(  # validates the arguments
         reward,
         config,
@@ -80,65 +86,57 @@ def steer(
         prompts=prompts,
         generator=generator,
         method=method,
-        num_predictions=num_predictions,
+        num_predictions=getattr(model, "num_predictions", 1),
     )
-    guided = config.guidance != 0
-    if guided and not isinstance(model, GuidedStepModel):
-        raise ValueError(
-            f"FKConfig.guidance={config.guidance!r} needs a model whose step is Gaussian "
-            f"(GuidedStepModel: guidance_input, clean_from, guided_move); "
-            f"{type(model).__name__} is not one. Set guidance=0."
-        )
+    require_guided_model(model, config)
     generator = system.generator
     with torch.no_grad():
         state = model.init(system.group_prompts, system.num_particles, generator)
         for step in range(system.num_steps):
-            start = time.perf_counter()
-            output, prediction = model.predict(state, step, generator)
-            model_seconds = _elapsed(start, prediction)
-            decode_seconds = permute_seconds = 0.0
-            if system.scores(step):
-                start = time.perf_counter()
-                decoded = model.decode(prediction, final=False)
-                decode_seconds = time.perf_counter() - start
-                ancestors = system.score(step, decoded)
-                if ancestors is not None:
-                    start = time.perf_counter()
-                    state, output = model.permute(state, output, ancestors)
-                    permute_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            strength = guidance_strength(config, step, system.num_steps) if guided else 0.0
-            if strength:
-                gradient = reward_gradient(
-                    model.guidance_input(state),
-                    lambda x, rows, state=state, step=step: model.clean_from(state, x, rows, step),
-                    lambda clean: model.decode(clean, final=False),
-                    reward,
-                    system.reward_prompts,
-                    strength,
-                    guidance_batch_size,
-                )
-                state, log_ratio = model.guided_move(state, output, step, generator, gradient)
-                system.reweight(step, log_ratio)
-            else:
-                state = model.move(state, output, step, generator)
-            model_seconds += _elapsed(start, state)
-            particles = system.num_groups * system.num_particles
-            system.record(
-                step,
-                model_seconds=model_seconds,
-                reward_seconds=decode_seconds,
-                engine_seconds=permute_seconds,
-                # a guided step evaluates the model a second time, with gradients
-                evaluations=2 * particles if strength else particles,
-            )
+            state = _step(model, system, state, step, guidance_batch_size)
+        times = StepTimes()
         start = time.perf_counter()
         decoded = model.decode(model.final_sample(state), final=True)
-        return system.finish(decoded, reward_seconds=time.perf_counter() - start)
+        times.add("decode", start)
+        return system.finish(decoded, times=times)
 
 
-def _elapsed(start: float, synchronise_on: Any) -> float:
-    """Seconds since ``start``, after waiting for asynchronous device work on ``synchronise_on``."""
-    if isinstance(synchronise_on, torch.Tensor) and synchronise_on.device.type == "cuda":
-        torch.cuda.synchronize(synchronise_on.device)
-    return time.perf_counter() - start
+def _step(
+    model: StepModel,
+    system: ParticleSystem,
+    state: Any,
+    step: int,
+    guidance_batch_size: int | None,
+) -> Any:
+    """One step of the chain: predict, score and resample where due, move; recorded."""
+    generator, times = system.generator, StepTimes()
+    start = time.perf_counter()
+    output, prediction = model.predict(state, step, generator)
+    start = times.add("model", start, sync_on=prediction)
+    if system.is_scoring_step(step):
+        decoded = model.decode(prediction, final=False)
+        times.add("decode", start)
+        ancestors = system.weigh_and_resample(step, decoded)
+        if ancestors is not None:
+            start = time.perf_counter()
+            state, output = permute_particles(model, state, output, ancestors)
+            times.add("permute", start)
+        start = time.perf_counter()
+    strength = system.plan.guidance_strength(step)
+    if strength:
+        gradient = reward_gradient(
+            model.guidance_input(state),
+            lambda x, rows: model.clean_from(state, x, rows, step),
+            lambda clean: model.decode(clean, final=False),
+            system.reward,
+            system.reward_prompts,
+            strength,
+            guidance_batch_size,
+        )
+        state, log_ratio = model.guided_move(state, output, step, generator, gradient)
+        system.reweight(step, log_ratio)
+    else:
+        state = model.move(state, output, step, generator)
+    times.add("model", start, sync_on=state)
+    system.record(step, times, evaluations=system.plan.evaluations(guided=bool(strength)))
+    return state

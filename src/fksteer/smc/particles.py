@@ -5,43 +5,36 @@
 This is the engine's core, independent of who runs the sampler. A driver owns the sampling loop
 and calls, at each step i:
 
-    if system.scores(i):
-        ancestors = system.score(i, decoded_prediction)   # None, or flat (G*K,) int64 indices
+    if system.is_scoring_step(i):
+        ancestors = system.weigh_and_resample(i, decoded_prediction)   # None, or (G*K,) int64
         # the driver reorders every per-particle tensor by `ancestors`
-    system.record(i, model_seconds=..., evaluations=...)
+    system.record(i, times, evaluations=system.plan.evaluations(guided))
     ...
     result = system.finish(decoded_final_samples)
 
 `fksteer.smc.engine.steer` is the driver for any StepModel; the diffusers integration drives it
-from inside a pipeline's own loop.
-
-The run is sequential Monte Carlo on the path space of the sampler. With r_i the reward of the
-clean-sample prediction at scoring step i and lambda_i the tilt there, the potentials are
-(Singhal et al. 2025, sec. 3; the lambda schedule generalises them):
-
-    difference  G_i = exp(lambda_i r_i - lambda_prev r_prev)     (r_prev = 0 at the first)
-    max         G_i = exp(lambda_i max_{j<=i} r_j)
-    sum         G_i = exp(lambda_i sum_{j<=i} r_j)
-    immediate   G_i = exp(lambda_i r_i)
-
-and the final potential on the final sample x_0 is exp(lambda r(x_0)) / prod_i G_i, the product
-running over the potentials already applied to that particle's path (carried through
-resampling). The product of all potentials along any path is therefore exp(lambda r(x_0)), so
-every potential targets p(x_0) exp(lambda r(x_0)) / Z (Del Moral 2004, ch. 2; Chopin &
-Papaspiliopoulos 2020, ch. 10): the choice changes variance, not the target.
+from inside a pipeline's own loop, the particle-parallel run from every process. What the
+drivers share (which steps score, guidance strengths, evaluation counts, time attribution) is in
+:mod:`fksteer.smc.plan`; the potentials are in :mod:`fksteer.smc.potentials`, the rules that
+decide which groups resample in :mod:`fksteer.smc.rules`, the schemes that draw the ancestors in
+:mod:`fksteer.smc.resampling`. The run is sequential Monte Carlo on the path space of the
+sampler, and every potential targets p(x_0) exp(lambda r(x_0)) / Z (see
+:mod:`fksteer.smc.potentials` for why).
 
 Bookkeeping, all in float64 log space on the CPU, per group, vectorised over (G, K):
 
 - a scoring step adds log G_i to each particle's log-weight;
 - a group that resamples adds log_mean_exp(log-weights) to its log-evidence, draws ancestors,
-  permutes the engine's running rewards (the driver permutes the model's state and output) and
-  resets its log-weights to 0; a group that does not resample (adaptive mode) carries its
+  gathers the potential's per-particle state by them (the driver permutes the model's state and
+  output) and resets its log-weights to 0; a group that does not resample carries its
   log-weights on;
 - the final step adds the final potential and log_mean_exp of the final log-weights to the
   log-evidence, which makes exp(log_evidence) an unbiased estimate of Z.
 
 A NaN or -inf reward at any step kills the particle (log-weight -inf, never resampled). At an
 intermediate step this restricts the target to paths whose predictions had finite rewards.
+Every scoring step must be recorded before the next is scored (or the run finishes): a driver
+that forgets raises an error instead of losing that step's trace.
 """
 
 from __future__ import annotations
@@ -54,13 +47,16 @@ from typing import Any
 
 import torch
 
-from fksteer.smc.config import METHODS, FKConfig, lambda_at
-from fksteer.smc.protocol import Reward
-from fksteer.smc.resampling import keep_in_place, resample
+from fksteer.smc.config import FKConfig, lambda_at
+from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
+from fksteer.smc.potentials import get_potential
+from fksteer.smc.protocol import Reward, call_reward
+from fksteer.smc.resampling import resample, survivors_in_place
 from fksteer.smc.result import SteeringResult, StepTrace
+from fksteer.smc.rules import get_rule
 from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
 
-__all__ = ["ParticleSystem", "AllParticlesDeadError", "engine_generator", "score_in_chunks"]
+__all__ = ["ParticleSystem", "AllParticlesDeadError", "engine_generator"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +95,8 @@ class ParticleSystem:
         num_predictions: clean predictions per particle at each scoring step (M); with M > 1 the
             rewards of a particle's M predictions are combined by
             :func:`~fksteer.smc.weights.soft_reward`.
-        keep_in_place: rearrange each resampling's ancestors so that every surviving particle
-            keeps its slot (:func:`~fksteer.smc.resampling.keep_in_place`; same law), for
+        stable_slots: rearrange each resampling's ancestors so that every surviving particle
+            keeps its slot (:func:`~fksteer.smc.resampling.survivors_in_place`; same law), for
             drivers that pay for every particle that changes place.
     """
 
@@ -114,10 +110,8 @@ class ParticleSystem:
         generator: torch.Generator | None = None,
         method: str = "fk",
         num_predictions: int = 1,
-        keep_in_place: bool = False,
+        stable_slots: bool = False,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is unknown: choose one of {', '.join(METHODS)}.")
         if not isinstance(config, FKConfig):
             raise ValueError(f"config must be an FKConfig, got {type(config).__name__}.")
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
@@ -126,11 +120,7 @@ class ParticleSystem:
             num_predictions < 1
         ):
             raise ValueError(f"num_predictions must be a positive int, got {num_predictions!r}.")
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        group_prompts = [None] if prompts is None else list(prompts)
-        if not group_prompts:
-            raise ValueError("prompts is empty: pass at least one prompt, or None for one group.")
+        self.group_prompts = group_prompts(prompts)
         if generator is None:
             generator = torch.Generator()
             generator.seed()
@@ -139,40 +129,35 @@ class ParticleSystem:
         self.method = method
         self.num_steps = num_steps
         self.num_predictions = num_predictions
-        self.keep_in_place = keep_in_place
-        self.group_prompts = group_prompts
-        self.num_groups = len(group_prompts)
+        self.stable_slots = stable_slots
+        self.num_groups = len(self.group_prompts)
         self.num_particles = config.num_particles
+        self.plan = StepPlan(config, num_steps, method, self.num_groups * self.num_particles)
         # one prompt per particle, group-major, as the reward receives them
-        per_particle = [p for p in group_prompts for _ in range(config.num_particles)]
+        per_particle = [p for p in self.group_prompts for _ in range(config.num_particles)]
         self.reward_prompts = None if prompts is None else per_particle
         self.generator = generator
         self.engine_generator = engine_generator(generator)
-        self.scoring_steps = set(config.scoring_steps(num_steps)) if method == "fk" else set()
-        shape = (self.num_groups, self.num_particles)
-        f64 = torch.float64
-        self.log_weights = torch.zeros(shape, dtype=f64)
-        self.log_evidence = torch.zeros(self.num_groups, dtype=f64)
-        # Sum of the log-potentials applied along each particle's path (for the final correction).
-        self.applied = torch.zeros(shape, dtype=f64)
-        # lambda_prev * r_prev for the difference potential.
-        self.previous = torch.zeros(shape, dtype=f64)
-        # Running max (max potential) or sum (sum potential) of the rewards along the path.
-        self.running = torch.full(shape, -math.inf if config.potential == "max" else 0.0, dtype=f64)
+        self.potential = get_potential(config.potential)
+        self.rule = get_rule(config.rule)
+        self.log_weights = torch.zeros((self.num_groups, self.num_particles), dtype=torch.float64)
+        self.log_evidence = torch.zeros(self.num_groups, dtype=torch.float64)
+        #: the potential's per-particle state along each path, named (G, K) tensors
+        self.potential_state = self.potential.initial_state(self.log_weights)
         self.nfe = 0
         self.reward_calls = 0
         self.trace: list[StepTrace] = []
-        self._pending: dict[str, Any] | None = None
+        self._unrecorded: dict[str, Any] | None = None
         self._finished = False
 
     # -- the driver's calls -----------------------------------------------------------------
 
-    def scores(self, step: int) -> bool:
+    def is_scoring_step(self, step: int) -> bool:
         """Whether a potential applies at ``step`` (always False for the baselines)."""
-        return step in self.scoring_steps
+        return self.plan.scores(step)
 
     @torch.no_grad()
-    def score(
+    def weigh_and_resample(
         self, step: int, decoded: Any = None, *, rewards: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """Score the decoded clean predictions of ``step``, weigh, and resample where due.
@@ -184,19 +169,21 @@ class ParticleSystem:
         never crossing groups, by which the driver must reorder every per-particle tensor (state,
         model output, scheduler history, caches); or None when no group resampled.
         """
-        if not self.scores(step):
+        if not self.is_scoring_step(step):
             raise ValueError(f"step {step} is not a scoring step of this run.")
+        self._require_recorded(f"score step {step}")
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
+        lmbda = self._tilt(step)  # (G, 1)
         if self.num_predictions > 1:
-            lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
-            rewards = soft_reward(rewards, lmbda)  # (G, K)
+            rewards = soft_reward(rewards, lmbda[..., None])  # (G, K)
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        record, ancestors = self._weigh_and_resample(step, rewards)
+        record = self._weigh(step, rewards, lmbda)
+        record, ancestors = self._resample_where_due(step, record)
         record["reward_seconds"] = reward_seconds
         record["engine_seconds"] = time.perf_counter() - start
-        self._pending = record
+        self._unrecorded = record
         return ancestors
 
     @torch.no_grad()
@@ -226,100 +213,164 @@ class ParticleSystem:
         self.log_weights = self.log_weights + log_ratio
 
     def record(
-        self,
-        step: int,
-        *,
-        model_seconds: float = 0.0,
-        reward_seconds: float = 0.0,
-        engine_seconds: float = 0.0,
-        evaluations: int | None = None,
+        self, step: int, times: StepTimes | None = None, *, evaluations: int | None = None
     ) -> None:
-        """Close ``step`` in the trace: the driver's own timings and denoiser evaluations.
+        """Close ``step`` in the trace with the driver's timings and denoiser evaluations.
 
-        ``evaluations`` counts towards ``nfe`` (default G*K, one per particle); the seconds are
-        added to what ``score`` measured (e.g. decode time as reward time, permutation time as
-        engine time).
+        ``times`` holds what the driver measured itself (:class:`~fksteer.smc.plan.StepTimes`;
+        decoding counts as reward time, permuting as engine time, beside what
+        :meth:`weigh_and_resample` measured). ``evaluations`` counts towards ``nfe`` (default
+        G*K, one per particle).
         """
-        if self._pending is not None and self._pending["step"] == step:
-            record, self._pending = self._pending, None
-        else:
+        times = StepTimes() if times is None else times
+        record = self._unrecorded
+        if record is not None and record["step"] != step:
+            raise RuntimeError(
+                f"step {record['step']} was scored but never recorded before step {step}: a "
+                "driver must call record() after every step, scored or not."
+            )
+        self._unrecorded = None
+        if record is None:
+            if self.is_scoring_step(step):
+                raise RuntimeError(f"step {step} is a scoring step but was never scored.")
             record = self._unscored(step)
-            record["reward_seconds"] = record["engine_seconds"] = 0.0
-        record["reward_seconds"] += reward_seconds
-        record["engine_seconds"] += engine_seconds
-        self.nfe += self.num_groups * self.num_particles if evaluations is None else evaluations
-        self.trace.append(StepTrace(**record, model_seconds=model_seconds))
+        record["reward_seconds"] += times.decode + times.reward
+        record["engine_seconds"] += times.permute
+        self.nfe += self.plan.num_particles if evaluations is None else evaluations
+        self.trace.append(StepTrace(**record, model_seconds=times.model))
 
     @torch.no_grad()
     def finish(
-        self,
-        decoded: Any,
-        *,
-        rewards: torch.Tensor | None = None,
-        reward_seconds: float = 0.0,
+        self, decoded: Any, *, rewards: torch.Tensor | None = None, times: StepTimes | None = None
     ) -> SteeringResult:
         """Apply the final potential to the decoded final samples and return the result.
 
         ``decoded`` is the flat batch (G*K items) the reward reads; it also becomes the result's
         ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K floats), when given, are used
-        instead of calling the reward. ``reward_seconds`` adds the driver's decode time.
+        instead of calling the reward. ``times`` adds the driver's decode (and reward) time.
         """
         if self._finished:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
+        self._require_recorded("finish")
         self._finished = True
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards)
-        reward_seconds += time.perf_counter() - start
+        reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
-        lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
+        lmbda = self._tilt(step)  # (G, 1)
         self._check_no_plus_inf(rewards, step)
         dead = ~torch.isfinite(rewards)
-        safe = torch.where(dead, 0.0, rewards)
         if self.method == "fk":
-            # Final potential exp(lambda r(x_0)) / prod_i G_i: the path product telescopes to
-            # exp(lambda r(x_0)) whatever the intermediate potentials were.
-            log_potential = torch.where(dead, -math.inf, lmbda * safe - self.applied)
-            self.log_weights = self.log_weights + log_potential
-            self._check_alive(step, rewards)
-            self.log_evidence = self.log_evidence + log_mean_exp(self.log_weights)
+            self._weigh_final(rewards, dead, lmbda)
         else:
-            # log of exp(lambda r(x_0)) p(path) / q(path): the baselines never resample, so their
-            # log-weights hold just the corrections of guided moves (zero without guidance).
-            log_target = torch.where(dead, -math.inf, lmbda * safe) + self.log_weights  # (G, K)
-            self.log_evidence = log_mean_exp(log_target)
-            if self.method == "base":
-                # uniform: with guidance this is guided sampling without correction (biased)
-                self.log_weights = torch.zeros_like(rewards)
-            else:
-                self._check_alive(step, rewards, log_target)
-                if self.method == "importance":
-                    self.log_weights = log_target
-                else:  # best_of_n
-                    best = _argmax_finite(rewards)
-                    self.log_weights = torch.full_like(rewards, -math.inf)
-                    self.log_weights.scatter_(1, best[:, None], 0.0)
-        log_weights = normalise(self.log_weights)
-        weights = torch.exp(log_weights)
+            self._weigh_baseline(rewards, dead, lmbda)
+        times = StepTimes() if times is None else times
+        record = self._scored_record(step, rewards, dead, dead, lmbda)
         self.trace.append(
             StepTrace(
-                step=step,
-                scored=True,
-                ess=ess(self.log_weights),
+                **record,
                 resampled=torch.zeros(self.num_groups, dtype=torch.bool),
                 ancestors=None,
                 num_distinct=None,
-                reward_mean=_nanmean(rewards, dead),
-                reward_max=_argmax_value(rewards),
-                num_dead=dead.sum(dim=1),
                 model_seconds=0.0,
-                reward_seconds=reward_seconds,
+                reward_seconds=reward_seconds + times.decode + times.reward,
                 engine_seconds=time.perf_counter() - start,
             )
         )
+        return self._result(decoded, rewards)
+
+    # -- one scoring step -----------------------------------------------------------------
+
+    def _tilt(self, step: int) -> torch.Tensor:
+        """lambda at ``step`` for every group: (G, 1) float64."""
+        value = lambda_at(self.config.lmbda, step, self.num_steps)
+        return torch.full((self.num_groups, 1), value, dtype=torch.float64)
+
+    def _weigh(self, step: int, rewards: torch.Tensor, lmbda: torch.Tensor) -> dict[str, Any]:
+        """Add this step's log-potentials to the log-weights; returns the trace record so far."""
+        self._check_no_plus_inf(rewards, step)
+        dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
+        newly_dead = dead & torch.isfinite(self.log_weights)
+        safe = rewards.masked_fill(dead, 0.0)
+        log_potential, self.potential_state = self.potential.step(
+            self.potential_state, safe, lmbda, dead
+        )
+        self.log_weights = self.log_weights + log_potential
+        self._check_alive(step, rewards)
+        return self._scored_record(step, rewards, dead, newly_dead, lmbda)
+
+    def _resample_where_due(
+        self, step: int, record: dict[str, Any]
+    ) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """Resample the groups the rule picks; returns the record and flat ancestors (or None)."""
+        resampled = self.rule(record["ess"], self.num_particles, self.config)  # (G,) bool
+        ancestors = flat_ancestors = None
+        num_distinct = torch.full((self.num_groups,), self.num_particles)
+        if bool(resampled.any()):
+            ancestors, num_distinct = self._resample(resampled)
+            flat_ancestors = self._flat(ancestors)
+            logger.debug("step %d: %d group(s) resampled", step, int(resampled.sum()))
+        record.update(resampled=resampled, ancestors=ancestors, num_distinct=num_distinct)
+        return record, flat_ancestors
+
+    def _resample(self, resampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Resample the groups flagged in ``resampled`` (G,); returns within-group ancestors."""
+        K = self.num_particles
+        ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
+        probabilities = torch.exp(normalise(self.log_weights[resampled]))  # (R, K)
+        ancestors[resampled] = resample(
+            probabilities, K, self.config.resampling, self.engine_generator
+        )
+        if self.stable_slots:
+            ancestors = survivors_in_place(ancestors)
+        # Each resampled group's evidence grows by the mean of its unnormalised weights.
+        self.log_evidence = torch.where(
+            resampled, self.log_evidence + log_mean_exp(self.log_weights), self.log_evidence
+        )
+        self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
+        self.potential_state = {
+            name: value.gather(1, ancestors) for name, value in self.potential_state.items()
+        }
+        one_hot = torch.zeros(self.num_groups, K, dtype=torch.bool)
+        one_hot.scatter_(1, ancestors, True)
+        return ancestors, one_hot.sum(dim=1)
+
+    # -- the final step ---------------------------------------------------------------------
+
+    def _weigh_final(self, rewards: torch.Tensor, dead: torch.Tensor, lmbda: torch.Tensor) -> None:
+        """FK: the final potential exp(lambda r(x_0)) / prod_i G_i, then the evidence."""
+        safe = rewards.masked_fill(dead, 0.0)
+        final = self.potential.final(self.potential_state, safe, lmbda).masked_fill(dead, -math.inf)
+        self.log_weights = self.log_weights + final
+        self._check_alive(self.num_steps, rewards)
+        self.log_evidence = self.log_evidence + log_mean_exp(self.log_weights)
+
+    def _weigh_baseline(
+        self, rewards: torch.Tensor, dead: torch.Tensor, lmbda: torch.Tensor
+    ) -> None:
+        """The baselines never resample, so their log-weights hold just the corrections of
+        guided moves (zero without guidance); log of exp(lambda r(x_0)) p(path) / q(path)."""
+        log_target = (lmbda * rewards.masked_fill(dead, 0.0)).masked_fill(dead, -math.inf)
+        log_target = log_target + self.log_weights  # (G, K)
+        self.log_evidence = log_mean_exp(log_target)
+        if self.method == "base":
+            # uniform: with guidance this is guided sampling without correction (biased)
+            self.log_weights = torch.zeros_like(rewards)
+            return
+        self._check_alive(self.num_steps, rewards, log_target)
+        if self.method == "importance":
+            self.log_weights = log_target
+        else:  # best_of_n
+            best = _argmax_finite(rewards)
+            self.log_weights = torch.full_like(rewards, -math.inf)
+            self.log_weights.scatter_(1, best[:, None], 0.0)
+
+    def _result(self, decoded: Any, rewards: torch.Tensor) -> SteeringResult:
+        log_weights = normalise(self.log_weights)
         return SteeringResult(
             samples=self._group(decoded),
-            weights=weights,
+            weights=torch.exp(log_weights),
             log_weights=log_weights,
             rewards=rewards,
             best=_argmax_finite(rewards),
@@ -332,82 +383,25 @@ class ParticleSystem:
             prompts=self.group_prompts,
         )
 
-    # -- one scoring step -----------------------------------------------------------------
+    # -- trace records ----------------------------------------------------------------------
 
-    def _weigh_and_resample(
-        self, step: int, rewards: torch.Tensor
-    ) -> tuple[dict[str, Any], torch.Tensor | None]:
-        """Add this step's log-potentials; resample the groups that need it.
-
-        Returns the trace record and the flat ancestors (None when no group resampled).
-        """
-        lmbda = lambda_at(self.config.lmbda, step, self.num_steps)
-        self._check_no_plus_inf(rewards, step)
-        dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
-        newly_dead = dead & torch.isfinite(self.log_weights)
-        safe = torch.where(dead, 0.0, rewards)
-        potential = self.config.potential
-        if potential == "immediate":
-            log_potential = lmbda * safe
-        elif potential == "difference":
-            log_potential = lmbda * safe - self.previous
-            self.previous = lmbda * safe
-        elif potential == "max":
-            self.running = torch.maximum(self.running, safe)
-            log_potential = lmbda * self.running
-        else:  # sum
-            self.running = self.running + safe
-            log_potential = lmbda * self.running
-        log_potential = torch.where(dead, -math.inf, log_potential)
-        self.log_weights = self.log_weights + log_potential
-        # A dead particle's log-weight is already -inf; keep its bookkeeping finite.
-        self.applied = self.applied + torch.where(dead, 0.0, log_potential)
-        self._check_alive(step, rewards)
-
-        group_ess = ess(self.log_weights)  # (G,)
-        if self.config.ess_threshold is None:
-            resampled = torch.ones(self.num_groups, dtype=torch.bool)
-        else:
-            resampled = group_ess < self.config.ess_threshold * self.num_particles
-        ancestors = flat_ancestors = None
-        num_distinct = torch.full((self.num_groups,), self.num_particles)
-        if bool(resampled.any()):
-            ancestors, num_distinct = self._resample(resampled)
-            flat_ancestors = self._flat(ancestors)
-            logger.debug("step %d: %d group(s) resampled", step, int(resampled.sum()))
-        record = {
+    def _scored_record(
+        self,
+        step: int,
+        rewards: torch.Tensor,
+        dead: torch.Tensor,
+        newly_dead: torch.Tensor,
+        lmbda: torch.Tensor,
+    ) -> dict[str, Any]:
+        return {
             "step": step,
             "scored": True,
-            "ess": group_ess,
-            "resampled": resampled,
-            "ancestors": ancestors,
-            "num_distinct": num_distinct,
+            "ess": ess(self.log_weights),
             "reward_mean": _nanmean(rewards, dead),
             "reward_max": _argmax_value(rewards),
             "num_dead": newly_dead.sum(dim=1),
+            "lmbda": lmbda[:, 0].clone(),
         }
-        return record, flat_ancestors
-
-    def _resample(self, resampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resample the groups flagged in ``resampled`` (G,); returns within-group ancestors."""
-        K = self.num_particles
-        ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
-        probabilities = torch.exp(normalise(self.log_weights[resampled]))  # (R, K)
-        ancestors[resampled] = resample(
-            probabilities, K, self.config.resampling, self.engine_generator
-        )
-        if self.keep_in_place:
-            ancestors = keep_in_place(ancestors)
-        # Each resampled group's evidence grows by the mean of its unnormalised weights.
-        self.log_evidence = torch.where(
-            resampled, self.log_evidence + log_mean_exp(self.log_weights), self.log_evidence
-        )
-        self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
-        for name in ("applied", "previous", "running"):
-            setattr(self, name, getattr(self, name).gather(1, ancestors))
-        one_hot = torch.zeros(self.num_groups, K, dtype=torch.bool)
-        one_hot.scatter_(1, ancestors, True)
-        return ancestors, one_hot.sum(dim=1)
 
     def _unscored(self, step: int) -> dict[str, Any]:
         return {
@@ -420,7 +414,17 @@ class ParticleSystem:
             "reward_mean": None,
             "reward_max": None,
             "num_dead": None,
+            "lmbda": None,
+            "reward_seconds": 0.0,
+            "engine_seconds": 0.0,
         }
+
+    def _require_recorded(self, action: str) -> None:
+        if self._unrecorded is not None:
+            raise RuntimeError(
+                f"step {self._unrecorded['step']} was scored but never recorded: call "
+                f"record() before you {action}."
+            )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -432,44 +436,38 @@ class ParticleSystem:
     def _rewards(
         self, decoded: Any, rewards: torch.Tensor | None, per_particle: int = 1
     ) -> torch.Tensor:
-        """The rewards of a step: computed by :meth:`_score`, or given by the driver."""
+        """The rewards of a step, float64 (G, K) or (G, K, M): the reward's on ``decoded``, or
+        the ones the driver computed.
+
+        ``decoded`` holds G*K*M samples for M = ``per_particle`` predictions per particle, laid
+        out particle-major (the M predictions of particle p are rows p*M .. p*M + M - 1).
+        """
+        extra = (per_particle,) if per_particle > 1 else ()
+        shape = (self.num_groups, self.num_particles, *extra)
+        total = math.prod(shape)
         if rewards is None:
             if decoded is None:
                 raise ValueError("pass the decoded samples or their rewards.")
-            return self._score(decoded, per_particle)
-        extra = (per_particle,) if per_particle > 1 else ()
-        shape = (self.num_groups, self.num_particles, *extra)
+            if len(decoded) != total:
+                raise ValueError(
+                    f"the model decoded {len(decoded)} samples but the run expects {total} "
+                    f"({self.num_groups} groups x {self.num_particles} particles x "
+                    f"{per_particle} prediction(s) each)."
+                )
+            prompts = (
+                None
+                if self.reward_prompts is None
+                else [self.reward_prompts[i // per_particle] for i in range(total)]
+            )
+            rewards = call_reward(self.reward, decoded, prompts)
         rewards = torch.as_tensor(rewards).detach().to(device="cpu", dtype=torch.float64)
-        if rewards.numel() != math.prod(shape):
+        if rewards.numel() != total:
             raise ValueError(
-                f"got {rewards.numel()} rewards but the run expects {math.prod(shape)} "
+                f"got {rewards.numel()} rewards but the run expects {total} "
                 f"({' x '.join(map(str, shape))})."
             )
-        self.reward_calls += rewards.numel()
-        return rewards.reshape(shape)
-
-    def _score(self, decoded: Any, per_particle: int = 1) -> torch.Tensor:
-        """Call the reward on the flat batch (chunked) and return float64 rewards on the CPU.
-
-        Shaped (G, K), or (G, K, M) for ``per_particle = M > 1`` predictions per particle (laid
-        out particle-major: the M predictions of particle p are rows p*M .. p*M + M - 1).
-        """
-        total = self.num_groups * self.num_particles * per_particle
-        if len(decoded) != total:
-            raise ValueError(
-                f"the model decoded {len(decoded)} samples but the run expects {total} "
-                f"({self.num_groups} groups x {self.num_particles} particles x {per_particle} "
-                "prediction(s) each)."
-            )
-        prompts = (
-            None
-            if self.reward_prompts is None
-            else [self.reward_prompts[i // per_particle] for i in range(total)]
-        )
-        values = score_in_chunks(self.reward, decoded, prompts)
         self.reward_calls += total
-        extra = (per_particle,) if per_particle > 1 else ()
-        return values.reshape(self.num_groups, self.num_particles, *extra)
+        return rewards.reshape(shape)
 
     def _group(self, decoded: Any) -> Any:
         G, K = self.num_groups, self.num_particles
@@ -481,7 +479,7 @@ class ParticleSystem:
     def _check_no_plus_inf(self, rewards: torch.Tensor, step: int) -> None:
         bad = rewards == math.inf
         if bool(bad.any()):
-            group = int(bad.any(dim=1).nonzero()[0])
+            group = int(bad.reshape(self.num_groups, -1).any(dim=1).nonzero()[0])
             raise ValueError(
                 f"the reward returned +inf at step {step} for group {group} "
                 f"(prompt {self.group_prompts[group]!r}): rewards must be finite, or NaN/-inf "
@@ -500,30 +498,6 @@ class ParticleSystem:
                 f"weight zero at step {step} of {self.num_steps}: the reward returned "
                 f"{rewards[group].tolist()}. Rewards must be finite for at least one particle."
             )
-
-
-
-
-def score_in_chunks(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
-    """``reward`` on a flat batch, in chunks of its ``batch_size``: (B,) float64 on the CPU.
-
-    ``prompts`` has one entry per sample, or is None. Raises a ValueError when the reward does
-    not return one value per sample.
-    """
-    total = len(samples)
-    batch_size = getattr(reward, "batch_size", None) or max(total, 1)
-    values = []
-    for start in range(0, total, batch_size):
-        stop = min(start + batch_size, total)
-        out = reward(samples[start:stop], None if prompts is None else list(prompts[start:stop]))
-        out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-        if out.numel() != stop - start:
-            raise ValueError(
-                f"the reward returned {out.numel()} values for {stop - start} samples: "
-                "it must return one float per sample."
-            )
-        values.append(out)
-    return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
 
 
 def _argmax_finite(rewards: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The two contracts the engine talks to: a model that moves particles, and a reward.
 
-    from fksteer.smc.protocol import StepModel, Reward
+    from fksteer.smc.protocol import StepModel, Reward, call_reward
 
 The engine (`fksteer.smc.engine.steer`) knows nothing of diffusion. It drives any object that
 implements :class:`StepModel`, scores with any :class:`Reward`, and keeps the SMC bookkeeping.
@@ -14,6 +14,13 @@ A step of the chain is split in two halves so that the engine can resample betwe
 that the reward scores); ``move`` draws the next state from that output. The engine resamples the
 current state *and* the output that belongs to it before ``move``, so duplicated particles
 diverge at once through fresh noise and no model evaluation is wasted.
+
+A model also says which of its tensors belong to its particles, once
+(:class:`~fksteer.smc.rows.ParticleRows`: ``particle_rows`` and ``with_particle_rows``); the
+engine reorders particles from that description, and the distributed drivers move them between
+processes with it. A model that cannot describe its rows may implement ``permute`` instead.
+:func:`call_reward` is the one way the engine calls a reward: on a flat batch, in chunks of the
+reward's ``batch_size``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["StepModel", "GuidedStepModel", "Reward"]
+__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward"]
 
 
 @runtime_checkable
@@ -34,6 +41,14 @@ class StepModel(Protocol):
     ``predict(state, i)``, then (maybe) the engine scores and resamples, then
     ``move(state, output, i)`` gives the state of step ``i + 1``; after step ``num_steps - 1``
     the state holds the final sample, read by ``final_sample``.
+
+    Reordering particles after resampling needs one more thing, either of: ``particle_rows`` and
+    ``with_particle_rows`` (:class:`~fksteer.smc.rows.ParticleRows`; mix in
+    :class:`~fksteer.smc.rows.PermuteByRows` to get ``permute`` from them), or
+    ``permute(state, model_output, ancestors) -> (state, model_output)`` reordering every
+    per-particle tensor (state, model output, scheduler history, caches) so that particle ``p``
+    becomes old particle ``ancestors[p]`` (a flat ``(G*K,)`` int64 index on the CPU that never
+    crosses groups).
 
     Optional attribute ``num_predictions`` (default 1): a model whose ``predict`` returns M > 1
     clean predictions per particle (e.g. M draws from p(x_0 | x_t)), laid out particle-major
@@ -75,17 +90,6 @@ class StepModel(Protocol):
         ``final`` is True for the final sample; an adapter may use a cheaper decoder for
         intermediate predictions (any positive potential leaves the target unchanged, since the
         final potential scores the exact final sample).
-        """
-        ...
-
-    def permute(
-        self, state: Any, model_output: Any, ancestors: torch.Tensor
-    ) -> tuple[Any, Any]:
-        """Reorder every per-particle tensor: particle ``p`` becomes old particle ``ancestors[p]``.
-
-        ``ancestors`` is a flat ``(G*K,)`` int64 index on the CPU that never crosses groups. The
-        state (samples, scheduler history, caches, embeddings) and the model output are both
-        reordered.
         """
         ...
 
@@ -142,3 +146,25 @@ class Reward(Protocol):
     """
 
     def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any: ...
+
+
+def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+    """``reward`` on a flat batch, in chunks of its ``batch_size``: (B,) float64 on the CPU.
+
+    ``prompts`` has one entry per sample, or is None. Raises a ValueError when the reward does
+    not return one value per sample.
+    """
+    total = len(samples)
+    batch_size = getattr(reward, "batch_size", None) or max(total, 1)
+    values = []
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        out = reward(samples[start:stop], None if prompts is None else list(prompts[start:stop]))
+        out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        if out.numel() != stop - start:
+            raise ValueError(
+                f"the reward returned {out.numel()} values for {stop - start} samples: "
+                "it must return one float per sample."
+            )
+        values.append(out)
+    return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)

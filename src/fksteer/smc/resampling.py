@@ -50,7 +50,7 @@ __all__ = [
     "RESAMPLING_SCHEMES",
     "ResamplingScheme",
     "get_scheme",
-    "keep_in_place",
+    "survivors_in_place",
     "multinomial",
     "residual",
     "resample",
@@ -306,8 +306,15 @@ def _validate(weights: torch.Tensor, num_samples: int, generator: torch.Generato
             f"generator is on device {generator.device} but weights are on {weights.device}; "
             f"create it with torch.Generator(device={str(weights.device)!r})."
         )
-    if weights.numel() == 0:
-        return num_samples
+    if weights.numel():
+        _check_values(weights)
+    return num_samples
+
+
+def _check_values(weights: torch.Tensor) -> None:
+    """Finite, non-negative weights with a positive sum in every row, or a ValueError."""
+    import torch
+
     weights64 = weights.detach().to(torch.float64)
     if not bool(torch.isfinite(weights64).all()):
         bad = weights64[~torch.isfinite(weights64)][0].item()
@@ -329,7 +336,6 @@ def _validate(weights: torch.Tensor, num_samples: int, generator: torch.Generato
             f"shape {tuple(weights.shape)} sums to 0 (every particle dead); drop or restart "
             "that row before resampling."
         )
-    return num_samples
 
 
 def resample(
@@ -385,7 +391,7 @@ def resample(
     return ancestors
 
 
-def keep_in_place(ancestors: torch.Tensor) -> torch.Tensor:
+def survivors_in_place(ancestors: torch.Tensor) -> torch.Tensor:
     """The same offspring as ``ancestors`` (G, K), with every surviving particle in its own slot.
 
     After resampling the particles of a group are exchangeable (equal weights), so any
@@ -406,3 +412,17 @@ def keep_in_place(ancestors: torch.Tensor) -> torch.Tensor:
     extras = torch.repeat_interleave(own.reshape(-1), (counts - 1).clamp(min=0).reshape(-1))
     arranged[arranged < 0] = extras
     return arranged
+
+
+def __getattr__(name: str):
+    # keep_in_place was this function's name until 0.1; it also named a ParticleSystem flag
+    if name == "keep_in_place":
+        import warnings
+
+        warnings.warn(
+            "fksteer.smc.resampling.keep_in_place is renamed survivors_in_place.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return survivors_in_place
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

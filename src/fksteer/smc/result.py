@@ -45,6 +45,7 @@ class StepTrace:
         model_seconds: time in ``predict`` and ``move``.
         reward_seconds: time in ``decode`` and the reward.
         engine_seconds: time in weights, resampling and ``permute``.
+        lmbda: (G,) the tilt each group's potential used at this step, or None where not scored.
     """
 
     step: int
@@ -59,6 +60,7 @@ class StepTrace:
     model_seconds: float
     reward_seconds: float
     engine_seconds: float
+    lmbda: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ def _concatenate_steps(steps: Sequence[StepTrace], num_particles: int) -> StepTr
         reward_mean=joined("reward_mean", nan),
         reward_max=joined("reward_max", nan),
         num_dead=joined("num_dead", lambda g: torch.zeros(g, dtype=torch.long)),
+        lmbda=joined("lmbda", nan),
         model_seconds=sum(step.model_seconds for step in steps),
         reward_seconds=sum(step.reward_seconds for step in steps),
         engine_seconds=sum(step.engine_seconds for step in steps),

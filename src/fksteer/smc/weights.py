@@ -38,20 +38,22 @@ def log_mean_exp(values: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(values, dim=-1) - math.log(values.shape[-1])
 
 
-def soft_reward(rewards: torch.Tensor, lmbda: float) -> torch.Tensor:
+def soft_reward(rewards: torch.Tensor, lmbda: float | torch.Tensor) -> torch.Tensor:
     """(1/lambda) log mean_j exp(lambda r_j) over the last axis: one reward from M predictions.
 
     With M clean predictions x_0^(j) ~ p(x_0 | x_t) per particle, exp(lambda * soft_reward)
     is the Monte Carlo estimate of the expected potential E[exp(lambda r(x_0)) | x_t] (the
     log-mean-exp is taken of lambda r, not of r). At lambda = 0 it is the mean. A NaN or -inf
     draw contributes weight 0; a particle whose draws are all NaN/-inf gets NaN (it dies).
+    ``lmbda`` is a float or a tensor broadcasting against ``rewards`` (e.g. (G, 1, 1): one tilt
+    per group).
     """
     # NaN and -inf draws drop out; +inf is kept so that it reaches the engine's +inf error.
     kept = ~(torch.isnan(rewards) | torch.isneginf(rewards))
-    if lmbda == 0.0:
-        count = kept.sum(dim=-1)
-        total = torch.where(kept, rewards, 0.0).sum(dim=-1)
-        return torch.where(count > 0, total / count, math.nan)
+    count = kept.sum(dim=-1)
+    mean = torch.where(kept, rewards, 0.0).sum(dim=-1) / count
+    lmbda = torch.as_tensor(lmbda, dtype=rewards.dtype)
     scaled = torch.where(kept, lmbda * rewards, -math.inf)
-    combined = log_mean_exp(scaled) / lmbda
+    combined = log_mean_exp(scaled) / lmbda.squeeze(-1)
+    combined = torch.where(lmbda.squeeze(-1) == 0.0, mean, combined)
     return torch.where(kept.any(dim=-1), combined, math.nan)

@@ -9,17 +9,23 @@
 
 Every method of :class:`~fksteer.smc.protocol.StepModel` calls ``self.model``'s; any other
 attribute (``num_predictions``, the guidance methods of
-:class:`~fksteer.smc.protocol.GuidedStepModel`, a model's own attributes) is read from the
-wrapped model, so the wrapper offers exactly what the wrapped model offers: it is a
-GuidedStepModel if and only if the wrapped model is one.
+:class:`~fksteer.smc.protocol.GuidedStepModel`, the particle rows of
+:class:`~fksteer.smc.rows.ParticleRows`, a model's own attributes) is read from the wrapped
+model, so the wrapper offers exactly what the wrapped model offers: it is a GuidedStepModel if
+and only if the wrapped model is one. ``replicate()`` (for running several shards of particles
+in one process), where the wrapped model has it, copies the wrapper around a replica of the
+wrapped model.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from fksteer.smc.rows import has_particle_rows, permute_particles, permute_rows
 
 __all__ = ["ModelWrapper"]
 
@@ -35,7 +41,15 @@ class ModelWrapper:
         # only called for attributes not found on the wrapper itself
         if name == "model":  # not set yet (e.g. during copy): no recursion
             raise AttributeError(name)
-        return getattr(self.model, name)
+        value = getattr(self.model, name)
+        if name == "replicate":
+            return self._replicate
+        return value
+
+    def _replicate(self) -> ModelWrapper:
+        replica = copy.copy(self)
+        replica.model = self.model.replicate()
+        return replica
 
     def init(self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator) -> Any:
         return self.model.init(prompts, num_particles, generator)
@@ -50,7 +64,10 @@ class ModelWrapper:
         return self.model.decode(clean, final)
 
     def permute(self, state: Any, model_output: Any, ancestors: torch.Tensor) -> tuple[Any, Any]:
-        return self.model.permute(state, model_output, ancestors)
+        # by the rows this wrapper offers (its own, or the wrapped model's), else the model's
+        if has_particle_rows(self):
+            return permute_rows(self, state, model_output, ancestors)
+        return permute_particles(self.model, state, model_output, ancestors)
 
     def final_sample(self, state: Any) -> Any:
         return self.model.final_sample(state)

@@ -1,17 +1,19 @@
 """Stand-ins for a pipeline's components during one steered call.
 
-    from fksteer.integrations.diffusers_proxies import MicroBatchedDenoiser, RecordingDenoiser
+    from fksteer.integrations.diffusers.proxies import MicroBatchedDenoiser, RecordingDenoiser
 
 `steer_pipeline` swaps a pipeline's scheduler and denoiser for these proxies for the length of
 one call: each forwards every attribute to the wrapped object (so the pipeline sees its own
 component) and changes one behaviour: :class:`MicroBatchedDenoiser` splits large batches,
 :class:`RecordingDenoiser` remembers its last call so that reward-gradient guidance can call the
-denoiser again, with gradients, exactly as the pipeline did.
+denoiser again, with gradients, exactly as the pipeline did. :func:`swapped_components` installs
+them for one ``with`` block and always puts the originals back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +23,8 @@ __all__ = [
     "MicroBatchedDenoiser",
     "RecordingDenoiser",
     "UNBATCHED_ARGUMENTS",
-    "select_rows",
+    "select_batch_rows",
+    "swapped_components",
 ]
 
 #: Keyword arguments of denoisers that never carry a batch axis (Flux's 2-D position ids).
@@ -71,9 +74,9 @@ class MicroBatchedDenoiser(Proxy):
         outputs = []
         for start in range(0, batch, size):
             rows = torch.arange(start, min(start + size, batch))
-            chunk_args = select_rows(args, rows, batch)
+            chunk_args = select_batch_rows(args, rows, batch)
             chunk_kwargs = {
-                name: select_rows(value, rows, batch, name) for name, value in kwargs.items()
+                name: select_batch_rows(value, rows, batch, name) for name, value in kwargs.items()
             }
             outputs.append(inner(*chunk_args, **chunk_kwargs))
         return _concatenate(outputs)
@@ -111,7 +114,7 @@ class RecordingDenoiser(Proxy):
         return self._fk_inner(*args, **kwargs)
 
 
-def select_rows(value: Any, index: torch.Tensor, batch: int, name: str | None = None) -> Any:
+def select_batch_rows(value: Any, index: torch.Tensor, batch: int, name: str | None = None) -> Any:
     """``value`` with the rows ``index`` of every tensor whose leading length is ``batch``.
 
     Recurses through dicts, lists and tuples (SDXL's ``added_cond_kwargs``); scalars, tensors of
@@ -124,9 +127,23 @@ def select_rows(value: Any, index: torch.Tensor, batch: int, name: str | None = 
             return value.index_select(0, index.to(value.device))
         return value
     if isinstance(value, dict):
-        return {key: select_rows(item, index, batch, key) for key, item in value.items()}
+        return {key: select_batch_rows(item, index, batch, key) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(select_rows(item, index, batch) for item in value)
+        return type(value)(select_batch_rows(item, index, batch) for item in value)
     return value
 
 
+
+
+@contextlib.contextmanager
+def swapped_components(pipe: Any, stand_ins: dict[str, Any]) -> Iterator[None]:
+    """Replace the pipeline's components named in ``stand_ins`` for the length of a ``with``
+    block, and put the originals back afterwards, also on error (the pipeline is unchanged)."""
+    originals = {name: getattr(pipe, name) for name in stand_ins}
+    try:
+        for name, stand_in in stand_ins.items():
+            object.__setattr__(pipe, name, stand_in)
+        yield
+    finally:
+        for name, original in originals.items():
+            object.__setattr__(pipe, name, original)

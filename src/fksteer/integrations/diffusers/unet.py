@@ -10,14 +10,16 @@ models), run by :func:`fksteer.steer`. With ``method="base"`` it reproduces ``DD
 
 ``predict`` evaluates the UNet (optionally in micro-batches) and the clean-sample prediction of
 the scheduler's parameterisation; ``move`` is the scheduler's ``step`` with the run's generator;
-``permute`` reorders the sample, the class labels, the model output and the scheduler's
-per-particle history (:func:`~fksteer.integrations.diffusers_schedulers.permute_scheduler_state`).
-The scheduler object is the model's state between steps, so one UNetStepModel runs one
-``steer`` at a time.
+its particle rows are the sample, the class labels, the model output and the scheduler's
+per-particle history (:func:`~fksteer.integrations.diffusers.schedulers.scheduler_rows`), from
+which ``permute`` and the distributed drivers' exchanges derive. The scheduler object is the
+model's state between steps, so one UNetStepModel runs one ``steer`` at a time; ``replicate``
+gives a copy with its own scheduler for another shard of particles.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,26 +27,28 @@ from typing import Any
 
 import torch
 
-from fksteer.integrations.diffusers_pipeline import DeterministicSamplerWarning
-from fksteer.integrations.diffusers_schedulers import (
+from fksteer.integrations.diffusers.schedulers import (
+    DeterministicSamplerWarning,
     clean_prediction,
     deterministic_reason,
     gaussian_step,
-    permute_scheduler_state,
+    scheduler_rows,
     scheduler_spec,
+    with_scheduler_rows,
 )
 from fksteer.smc.guidance import shift_gaussian_step
+from fksteer.smc.rows import PermuteByRows
 
 __all__ = ["UNetStepModel"]
 
 
-class UNetStepModel:
+class UNetStepModel(PermuteByRows):
     """StepModel for a ``UNet2DModel`` (unconditional or class-conditional) and a scheduler.
 
     Args:
         unet: a diffusers ``UNet2DModel``; its device and dtype are used.
         scheduler: any scheduler of
-            :data:`~fksteer.integrations.diffusers_schedulers.SUPPORTED_SCHEDULERS`.
+            :data:`~fksteer.integrations.diffusers.schedulers.SUPPORTED_SCHEDULERS`.
         num_inference_steps: passed to ``scheduler.set_timesteps``.
         step_kwargs: extra arguments of ``scheduler.step`` (e.g. ``{"eta": 1.0}`` for DDIM,
             ``{"s_churn": ...}`` for Euler); the run's generator is passed when ``step`` takes
@@ -180,16 +184,23 @@ class UNetStepModel:
         decode = self.decoder or (lambda x: (x.float() / 2 + 0.5).clamp(0, 1))
         return torch.cat([decode(rows) for rows in clean.split(size)])
 
-    def permute(self, state: dict, model_output: torch.Tensor, ancestors: torch.Tensor):
-        index = ancestors.to(self.device)
-        labels = state["labels"]
-        state = {
-            **state,
-            "sample": state["sample"].index_select(0, index),
-            "labels": None if labels is None else labels.index_select(0, index),
-        }
-        permute_scheduler_state(self.scheduler, ancestors, ancestors.shape[0])
-        return state, model_output.index_select(0, index)
+    def particle_rows(self, state: dict, model_output: torch.Tensor) -> dict:
+        """The state (sample, class labels), the model output and the scheduler's history."""
+        history = scheduler_rows(self.scheduler, model_output.shape[0])
+        return {"state": state, "output": model_output, "history": history}
+
+    def with_particle_rows(self, state: dict, model_output: torch.Tensor, rows: dict):
+        """The state and output of ``rows``; their history written back into the scheduler."""
+        with_scheduler_rows(self.scheduler, rows["history"])
+        return rows["state"], rows["output"]
+
+    def replicate(self) -> UNetStepModel:
+        """A UNetStepModel sharing the UNet, with a fresh scheduler of the same configuration
+        (``init`` resets a scheduler's timesteps and history anyway)."""
+        replica = copy.copy(self)
+        replica.scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        replica.scheduler.set_timesteps(self.num_inference_steps)
+        return replica
 
     def final_sample(self, state: dict) -> torch.Tensor:
         return state["sample"]
@@ -224,7 +235,7 @@ class UNetStepModel:
         """The scheduler's step, its Gaussian's mean shifted by std^2 * gradient, and the ratio.
 
         Needs a scheduler of
-        :data:`~fksteer.integrations.diffusers_schedulers.GAUSSIAN_STEP_SCHEDULERS` (DDPM, DDIM
+        :data:`~fksteer.integrations.diffusers.schedulers.GAUSSIAN_STEP_SCHEDULERS` (DDPM, DDIM
         with eta > 0, Euler ancestral).
         """
         timestep = self.scheduler.timesteps[step]

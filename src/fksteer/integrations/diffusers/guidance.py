@@ -1,12 +1,12 @@
 """Reward-gradient guidance inside a stock diffusers pipeline: `PipelineGuidance`.
 
-    from fksteer.integrations.diffusers_guidance import PipelineGuidance
+    from fksteer.integrations.diffusers.guidance import PipelineGuidance
 
 With ``FKConfig.guidance`` > 0, `steer_pipeline` moves each particle's next-step mean along
 grad_x lambda r(decode(x0_hat(x))) and weights it by the exact density ratio
 (:mod:`fksteer.smc.guidance`). The gradient needs the denoiser's output as a function of the
 latents, which the pipeline computed under ``no_grad``. So the denoiser is wrapped in a
-:class:`~fksteer.integrations.diffusers_proxies.RecordingDenoiser`, and at a guided step its last
+:class:`~fksteer.integrations.diffusers.proxies.RecordingDenoiser`, and at a guided step its last
 call is replayed with the latents replaced by a leaf that requires grad, the way the pipeline
 built its input: ``scheduler.scale_model_input`` where the scheduler has one, the batch doubled
 for classifier-free guidance (unconditional half first) and recombined with the pipeline's
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from fksteer.integrations.diffusers_proxies import RecordingDenoiser, select_rows
-from fksteer.integrations.diffusers_schedulers import clean_prediction
+from fksteer.integrations.diffusers.proxies import RecordingDenoiser, select_batch_rows
+from fksteer.integrations.diffusers.schedulers import clean_prediction
 from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.protocol import Reward
 
@@ -141,8 +141,10 @@ class PipelineGuidance:
             x_in = torch.cat([x_in, x_in])
             index = torch.cat([index, index + batch])
         x_in = x_in.to(model_input.dtype)
-        args = select_rows(tuple(args), index, recorded)
-        kwargs = {name: select_rows(value, index, recorded, name) for name, value in kwargs.items()}
+        args = select_batch_rows(tuple(args), index, recorded)
+        kwargs = {
+            name: select_batch_rows(value, index, recorded, name) for name, value in kwargs.items()
+        }
         if isinstance(position, int):
             args = (*args[:position], x_in, *args[position + 1 :])
         else:

@@ -1,6 +1,6 @@
 """diffusers schedulers seen by the FK engine: clean-sample prediction, history permutation, noise.
 
-    from fksteer.integrations.diffusers_schedulers import (
+    from fksteer.integrations.diffusers.schedulers import (
         scheduler_spec, clean_prediction, permute_scheduler_state, deterministic_reason,
         flow_renoise_step, gaussian_step, SUPPORTED_SCHEDULERS, GAUSSIAN_STEP_SCHEDULERS,
     )
@@ -56,13 +56,18 @@ from typing import Any
 
 import torch
 
+from fksteer.smc.rows import select_rows
+
 __all__ = [
     "SchedulerSpec",
     "SUPPORTED_SCHEDULERS",
     "scheduler_spec",
     "clean_prediction",
     "permute_scheduler_state",
+    "scheduler_rows",
+    "with_scheduler_rows",
     "deterministic_reason",
+    "DeterministicSamplerWarning",
     "flow_renoise_step",
     "flow_renoise_std",
     "FLOW_NOISE",
@@ -305,25 +310,52 @@ def clean_prediction(
     return clean.to(sample.dtype)
 
 
-def _index(value: Any, ancestors: torch.Tensor, batch: int) -> Any:
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
-        return value.index_select(0, ancestors.to(value.device))
-    if isinstance(value, list):
-        return [_index(item, ancestors, batch) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_index(item, ancestors, batch) for item in value)
-    return value
+def scheduler_rows(scheduler: Any, batch: int) -> dict[str, Any]:
+    """The per-particle rows of the scheduler's history, by attribute name.
+
+    ``batch`` is the number of particles (G*K): only tensors with that leading length are
+    particle rows; anything else in the history (None placeholders, scalars, global buffers)
+    becomes None here and is left alone by :func:`with_scheduler_rows`.
+    """
+    return {
+        name: _per_particle(getattr(scheduler, name), batch)
+        for name in scheduler_spec(scheduler).history
+        if hasattr(scheduler, name)
+    }
+
+
+def with_scheduler_rows(scheduler: Any, rows: dict[str, Any]) -> None:
+    """Write rows read by :func:`scheduler_rows` (reordered, or received) back into the history."""
+    for name, value in rows.items():
+        setattr(scheduler, name, _merge(getattr(scheduler, name), value))
 
 
 def permute_scheduler_state(scheduler: Any, ancestors: torch.Tensor, batch: int) -> None:
-    """Reorder the scheduler's per-particle history in place: particle p takes ancestors[p]'s.
+    """Reorder the scheduler's per-particle history in place: particle p takes ancestors[p]'s."""
+    rows = scheduler_rows(scheduler, batch)
+    with_scheduler_rows(scheduler, select_rows(rows, ancestors))
 
-    ``batch`` is the number of particles (G*K): only tensors with that leading length are
-    reordered (None placeholders, scalars and global buffers are left alone).
-    """
-    for name in scheduler_spec(scheduler).history:
-        if hasattr(scheduler, name):
-            setattr(scheduler, name, _index(getattr(scheduler, name), ancestors, batch))
+
+def _per_particle(value: Any, batch: int) -> Any:
+    """The per-particle tensors of a history value (lists and tuples kept; others None)."""
+    if isinstance(value, torch.Tensor):
+        return value if value.dim() > 0 and value.shape[0] == batch else None
+    if isinstance(value, (list, tuple)):
+        return type(value)(_per_particle(item, batch) for item in value)
+    return None
+
+
+def _merge(old: Any, new: Any) -> Any:
+    """``old`` with its per-particle tensors replaced by ``new`` (None in ``new``: keep old)."""
+    if new is None:
+        return old
+    if isinstance(new, torch.Tensor):
+        return new
+    return type(old)(_merge(o, n) for o, n in zip(old, new, strict=True))
+
+
+class DeterministicSamplerWarning(UserWarning):
+    """The sampler draws no noise after its first draw: resampled copies stay identical."""
 
 
 def deterministic_reason(scheduler: Any, step_kwargs: Mapping[str, Any]) -> str | None:
