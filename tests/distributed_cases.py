@@ -54,6 +54,27 @@ def particle_unet_case(communicator, record):
     return result
 
 
+def particle_masked_case(communicator, record):
+    """The masked sampler (exact table denoiser, ancestral unmasking): tokens, positions and the
+    cached logits travel between the ranks."""
+    from fksteer.integrations.masked import MaskedDiffusionModel
+    from fksteer.models import TableDenoiser, TabularMaskedDiffusion
+
+    table = TabularMaskedDiffusion.default()
+    model = MaskedDiffusionModel(TableDenoiser(table), seq_len=table.seq_len, num_steps=3,
+                                 num_x0_samples=2)
+
+    def count_of_token_two(tokens, prompts):
+        return (tokens == 2).sum(dim=-1).double()
+
+    transfers: list[Transfer] = []
+    result = steer_particle_parallel(model, count_of_token_two, FKConfig(num_particles=8),
+                                     prompts=[None, None], seed=SEED, num_shards=2,
+                                     communicator=communicator, transfers=transfers)
+    record["transfers"] = [vars(t) for t in transfers]
+    return result
+
+
 class RewardFailure(ValueError):
     pass
 
@@ -102,6 +123,7 @@ SCENARIOS = {
     "particle-mixture": particle_mixture_case,
     "particle-unet": particle_unet_case,
     "particle-guided": particle_guided_case,
+    "particle-masked": particle_masked_case,
     "error-particle": error_particle_case,
     "error-prompt": error_prompt_case,
     "dead-rank": dead_rank_case,

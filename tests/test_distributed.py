@@ -21,6 +21,7 @@ from distributed_cases import (
     SEED,
     mixture_problem,
     particle_guided_case,
+    particle_masked_case,
     particle_mixture_case,
     particle_unet_case,
     prompt_case,
@@ -44,8 +45,8 @@ from fksteer.smc.result import concatenate_results
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-SCENARIOS = ["prompt", "particle-mixture", "particle-unet", "particle-guided", "error-particle",
-             "error-prompt"]
+SCENARIOS = ["prompt", "particle-mixture", "particle-unet", "particle-guided", "particle-masked",
+             "error-particle", "error-prompt"]
 
 
 def load(folder: Path, scenario: str, rank: int) -> dict:
@@ -196,6 +197,18 @@ def test_particle_rows_written_back_permuted_equal_the_models_own_permute(kind):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("rows", [[1], [2, 0]])
+def test_rows_survive_bytes_with_odd_widths_and_a_single_row(rows):
+    """A bool leaf makes a row's width odd; one received row is a slice that is contiguous but
+    keeps the buffer's stride: both must come back bitwise."""
+    leaves = [torch.arange(6).reshape(3, 2), torch.tensor([True, False, True]),
+              torch.randn(3, 2, dtype=torch.float64)]
+    index = torch.tensor(rows)
+    unpacked = unpack_rows(pack_rows(leaves, index, torch.device("cpu")), leaves)
+    for leaf, back in zip(leaves, unpacked, strict=True):
+        assert back.dtype == leaf.dtype and torch.equal(back, leaf[index])
+
+
 def test_concatenated_results_keep_each_groups_trace():
     model, reward, lmbda = mixture_problem()
     config = FKConfig(num_particles=4, lmbda=lmbda, ess_threshold=0.5)
@@ -258,7 +271,8 @@ def test_prompt_parallel_on_two_ranks_equals_one_process_per_group_seeds(two_ran
 
 @pytest.mark.parametrize("scenario, case", [("particle-mixture", particle_mixture_case),
                                             ("particle-unet", particle_unet_case),
-                                            ("particle-guided", particle_guided_case)])
+                                            ("particle-guided", particle_guided_case),
+                                            ("particle-masked", particle_masked_case)])
 def test_particle_parallel_on_two_ranks_equals_one_process_with_two_shards(
     two_ranks, scenario, case
 ):

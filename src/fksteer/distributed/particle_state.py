@@ -93,7 +93,9 @@ def unpack_rows(buffer: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Te
     leaves, start = [], 0
     for leaf in like:
         stop = start + _leaf_bytes(leaf)
-        raw = buffer[:, start:stop].contiguous()
+        # a fresh copy: a slice of one row is "contiguous" but keeps the buffer's offset and row
+        # stride, which a dtype view must divide
+        raw = buffer[:, start:stop].clone(memory_format=torch.contiguous_format)
         dtype = torch.uint8 if leaf.dtype == torch.bool else leaf.dtype
         values = raw.view(dtype).reshape(num_rows, *leaf.shape[1:]).to(leaf.device)
         leaves.append(values.to(torch.bool) if leaf.dtype == torch.bool else values)
