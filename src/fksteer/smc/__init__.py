@@ -2,12 +2,23 @@
 
     from fksteer.smc import steer, FKConfig, resample, ess
 
-Modules: ``config`` (FKConfig, lambda schedules), ``protocol`` (StepModel, GuidedStepModel, Reward),
-``weights`` (log-space reductions), ``resampling`` (schemes and their registry), ``particles``
-(the Feynman-Kac bookkeeping, driven step by step), ``guidance`` (reward-gradient proposals and
-their exact weights), ``engine`` (``steer``, the loop for any StepModel), ``result``
-(SteeringResult, StepTrace), ``wrapper`` (ModelWrapper, the base of models that wrap another).
-The names below load on first use, so that the registries' names load without torch.
+Modules, from the bottom up:
+
+- ``potentials`` (the potentials, one class each, and their registry), ``rules`` (when a group
+  resamples: ``always``, ``ess``), ``resampling`` (the schemes that draw ancestors, and their
+  registry): none imports torch at import time, so their names load without it;
+- ``config`` (FKConfig, lambda schedules, validated against those registries);
+- ``weights`` (log-space reductions), ``protocol`` (StepModel, GuidedStepModel, Reward, the one
+  way to call a reward), ``rows`` (a model's per-particle state, declared once; permuting and
+  moving particles derive from it), ``wrapper`` (ModelWrapper, the base of models that wrap
+  another);
+- ``plan`` (what every driver does the same way: scoring steps, guidance strength, evaluation
+  counts, time attribution), ``particles`` (the Feynman-Kac bookkeeping, driven step by step),
+  ``guidance`` (reward-gradient proposals and their exact weights), ``result`` (SteeringResult,
+  StepTrace);
+- ``engine`` (``steer``, the driver for any StepModel).
+
+The names below load on first use, so that ``import fksteer.smc`` does not import torch.
 """
 
 from __future__ import annotations
@@ -19,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "FKConfig": "config",
     "LinearRamp": "config",
-    "POTENTIALS": "config",
+    "POTENTIALS": "potentials",
+    "RESAMPLING_RULES": "rules",
     "METHODS": "config",
     "RESAMPLING_SCHEMES": "resampling",
     "steer": "engine",
@@ -40,12 +52,14 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
-    from fksteer.smc.config import METHODS, POTENTIALS, FKConfig, LinearRamp  # noqa: F401
+    from fksteer.smc.config import METHODS, FKConfig, LinearRamp  # noqa: F401
     from fksteer.smc.engine import steer  # noqa: F401
     from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator  # noqa: F401
+    from fksteer.smc.potentials import POTENTIALS  # noqa: F401
     from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel  # noqa: F401
     from fksteer.smc.resampling import RESAMPLING_SCHEMES, resample  # noqa: F401
     from fksteer.smc.result import SteeringResult, StepTrace  # noqa: F401
+    from fksteer.smc.rules import RESAMPLING_RULES  # noqa: F401
     from fksteer.smc.weights import ess, log_mean_exp, normalise  # noqa: F401
 
 
