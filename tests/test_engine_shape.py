@@ -134,7 +134,7 @@ def test_the_plan_counts_guided_steps_twice_and_never_scores_baselines():
     config = FKConfig(num_particles=4, lmbda=2.0, guidance=0.5, resample_start=1)
     plan = StepPlan(config, num_steps=4, method="fk", num_particles=8)
     assert [plan.scores(i) for i in range(4)] == [False, True, True, True]
-    assert plan.guidance_strength(0) == 0.5 * 2.0 and plan.guidance_strength(4) == 0.0
+    assert plan.guidance_scale(0) == 0.5 and plan.guidance_scale(4) == 0.0
     assert plan.evaluations(guided=True) == 16 and plan.evaluations(guided=False) == 8
     assert not StepPlan(config, 4, "best_of_n", 8).scoring_steps
     with pytest.raises(ValueError, match="method='greedy' is unknown"):

@@ -232,14 +232,14 @@ class _ParticleParallelRun:
                 transfer = self._transfer(step, ancestors)
                 times.add("permute", start)
         start = time.perf_counter()
-        strength = system.plan.guidance_strength(step)
+        strength = system.guidance_strength(step)
         ratios = lockstep.run(self._move, step, strength)
-        if strength:  # every rank weighs every particle's proposal correction
+        if strength is not None:  # every rank weighs every particle's proposal correction
             gathered = lockstep.sync(ratios)
             shard_ratios = {k: v for payload in gathered for k, v in payload.items()}
             system.reweight(step, self._assemble(shard_ratios))
         times.add("model", start)
-        system.record(step, times, evaluations=system.plan.evaluations(guided=bool(strength)))
+        system.record(step, times, evaluations=system.plan.evaluations(guided=strength is not None))
         return transfer
 
     def _init(self) -> None:
@@ -281,23 +281,27 @@ class _ParticleParallelRun:
             )
         return call_reward(self.reward, decoded, prompts)
 
-    def _move(self, step: int, strength: float) -> dict[int, torch.Tensor]:
+    def _move(self, step: int, strength: float | torch.Tensor | None) -> dict[int, torch.Tensor]:
         """Move every local shard; with guidance, return each shard's log density ratios."""
         ratios = {}
         for index, (shard, model, generator) in enumerate(
             zip(self.shards, self.models, self.generators, strict=True)
         ):
             state, output = self.states[index], self.outputs[index]
-            if not strength:
+            if strength is None:
                 self.states[index] = model.move(state, output, step, generator)
                 continue
+            if isinstance(strength, torch.Tensor):  # per particle: this shard's rows
+                shard_strength = strength[self.layout.global_index(shard)]
+            else:
+                shard_strength = strength
             gradient = reward_gradient(
                 model.guidance_input(state),
                 lambda x, rows, model=model, state=state: model.clean_from(state, x, rows, step),
                 lambda clean, model=model: model.decode(clean, final=False),
                 self.reward,
                 self.reward_prompts,
-                strength,
+                shard_strength,
                 self.guidance_batch_size,
             )
             self.states[index], ratios[shard] = model.guided_move(

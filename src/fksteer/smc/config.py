@@ -21,15 +21,21 @@ from typing import Any
 from fksteer.smc.potentials import POTENTIALS
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 from fksteer.smc.rules import RESAMPLING_RULES
+from fksteer.smc.tempering import AdaptiveTilt, GroupSchedule, LargestTilt
+
+#: Tilts that are not one float per step: chosen from the particles, or given per group.
+TILTS = (AdaptiveTilt, LargestTilt, GroupSchedule)
 
 __all__ = [
     "FKConfig",
     "LinearRamp",
+    "AdaptiveTilt",
+    "LargestTilt",
+    "GroupSchedule",
     "POTENTIALS",
     "METHODS",
     "lambda_at",
     "guidance_at",
-    "guidance_strength",
 ]
 
 #: What `steer` can run through the same code path: FK steering and its baselines.
@@ -61,7 +67,13 @@ class LinearRamp:
 
 
 def lambda_at(lmbda: float | LinearRamp, step: int, num_steps: int) -> float:
-    """The tilt lambda at ``step`` (``num_steps`` means the final potential)."""
+    """The tilt lambda at ``step`` (``num_steps`` means the final potential), for a tilt fixed in
+    advance; tilts chosen during the run or per group live in :mod:`fksteer.smc.tempering`."""
+    if isinstance(lmbda, TILTS):
+        raise ValueError(
+            f"{type(lmbda).__name__} has no single lambda per step: the particle system's "
+            "Tilts gives each group's value during the run."
+        )
     return _schedule_at(lmbda, step, num_steps, "lambda")
 
 
@@ -71,16 +83,6 @@ def guidance_at(guidance: float | LinearRamp, step: int, num_steps: int) -> floa
     if value < 0:
         raise ValueError(f"the guidance schedule {guidance!r} gave {value} < 0 at step {step}")
     return value
-
-
-def guidance_strength(config: FKConfig, step: int, num_steps: int) -> float:
-    """The multiplier of grad r in the move out of ``step``: s_i * lambda_{i+1}.
-
-    The guidance strength times the tilt of the intermediate target the move goes to.
-    """
-    return guidance_at(config.guidance, step, num_steps) * lambda_at(
-        config.lmbda, step + 1, num_steps
-    )
 
 
 def _schedule_at(schedule: float | LinearRamp, step: int, num_steps: int, name: str) -> float:
@@ -114,7 +116,12 @@ class FKConfig:
             with many scoring steps their final correction needs far more particles. Prefer
             ``difference``; use the others with few scoring steps.
         lmbda: the tilt, a float or a schedule called as ``lmbda(step, num_steps)`` (e.g.
-            :class:`LinearRamp`); the value at ``num_steps`` defines the target.
+            :class:`LinearRamp`); the value at ``num_steps`` defines the target. Or chosen from
+            the particles: :class:`~fksteer.smc.tempering.AdaptiveTilt` (each scoring step's
+            lambda keeps a conditional ESS, the final one is exactly ``target``) or
+            :class:`~fksteer.smc.tempering.LargestTilt` (the final lambda_hat is the largest
+            <= ``cap`` that keeps a final ESS); or per group,
+            :class:`~fksteer.smc.tempering.GroupSchedule` (e.g. a first run's schedule frozen).
         resampling: the scheme, a name in :data:`~fksteer.smc.resampling.RESAMPLING_SCHEMES`:
             ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
         ess_threshold: adaptive resampling: at a scoring step, a group resamples only when its
@@ -159,8 +166,24 @@ class FKConfig:
         if isinstance(self.lmbda, (int, float)):
             if not math.isfinite(self.lmbda):
                 _fail("lmbda", self.lmbda, "pass a finite float, e.g. 10.0.")
-        elif not callable(self.lmbda):
-            _fail("lmbda", self.lmbda, "pass a finite float or a schedule such as LinearRamp.")
+        elif not (callable(self.lmbda) or isinstance(self.lmbda, TILTS)):
+            _fail(
+                "lmbda",
+                self.lmbda,
+                "pass a finite float, a schedule such as LinearRamp, AdaptiveTilt(target=...), "
+                "LargestTilt(cap=...) or a GroupSchedule.",
+            )
+        self._check_resampling()
+        self._check_schedule()
+        if isinstance(self.guidance, bool):
+            _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
+        if isinstance(self.guidance, (int, float)):
+            if not math.isfinite(self.guidance) or self.guidance < 0:
+                _fail("guidance", self.guidance, "pass a finite float >= 0 (0 turns it off).")
+        elif not callable(self.guidance):
+            _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
+
+    def _check_resampling(self) -> None:
         if self.resampling not in RESAMPLING_SCHEMES:
             _fail("resampling", self.resampling, f"choose one of {', '.join(RESAMPLING_SCHEMES)}.")
         if self.ess_threshold is not None:
@@ -183,6 +206,8 @@ class FKConfig:
             )
         if self.resampling_rule == "ess" and self.ess_threshold is None:
             _fail("resampling_rule", self.resampling_rule, "set ess_threshold too (e.g. 0.5).")
+
+    def _check_schedule(self) -> None:
         for field in ("resample_every", "resample_start"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -200,14 +225,6 @@ class FKConfig:
                     self.resample_end,
                     f"it must be >= resample_start={self.resample_start}.",
                 )
-
-        if isinstance(self.guidance, bool):
-            _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
-        if isinstance(self.guidance, (int, float)):
-            if not math.isfinite(self.guidance) or self.guidance < 0:
-                _fail("guidance", self.guidance, "pass a finite float >= 0 (0 turns it off).")
-        elif not callable(self.guidance):
-            _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
 
     @property
     def rule(self) -> str:

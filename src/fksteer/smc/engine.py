@@ -122,8 +122,8 @@ def _step(
             state, output = permute_particles(model, state, output, ancestors)
             times.add("permute", start)
         start = time.perf_counter()
-    strength = system.plan.guidance_strength(step)
-    if strength:
+    strength = system.guidance_strength(step)
+    if strength is not None:
         gradient = reward_gradient(
             model.guidance_input(state),
             lambda x, rows: model.clean_from(state, x, rows, step),
@@ -138,5 +138,5 @@ def _step(
     else:
         state = model.move(state, output, step, generator)
     times.add("model", start, sync_on=state)
-    system.record(step, times, evaluations=system.plan.evaluations(guided=bool(strength)))
+    system.record(step, times, evaluations=system.plan.evaluations(guided=strength is not None))
     return state

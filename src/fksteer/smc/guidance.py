@@ -30,11 +30,13 @@ def reward_gradient(
     decode: Callable[[Any], Any],
     reward: Reward,
     prompts: Sequence[Any] | None,
-    strength: float,
+    strength: float | torch.Tensor,
     batch_size: int | None = None,
 ) -> torch.Tensor:
     """grad_x of ``strength * r(decode(clean_of(x)))`` for every particle, shaped like ``x``.
 
+    ``strength`` is one float, or one per particle (a tensor with x's leading length) when the
+    particles' groups follow different tilts.
     ``x`` holds the particles' states (flat leading axis); ``clean_of(x_rows, rows)`` is the
     differentiable clean prediction of particles ``rows`` at ``x_rows``; ``prompts`` is one per
     particle (or None). A reward with a ``differentiable()`` method (the catalogue's
@@ -67,7 +69,12 @@ def reward_gradient(
                     f"the reward returned {values.numel()} values for "
                     f"{rows.stop - rows.start} samples: it must return one float per sample."
                 )
-            (chunk,) = torch.autograd.grad(strength * values.sum(), leaf)
+            if isinstance(strength, torch.Tensor):
+                weights = strength[rows].to(device=values.device, dtype=values.dtype)
+                objective = (weights * values.reshape(-1)).sum()
+            else:
+                objective = strength * values.sum()
+            (chunk,) = torch.autograd.grad(objective, leaf)
         gradient[rows] = chunk
     if not bool(torch.isfinite(gradient).all()):
         raise ValueError("the reward's gradient is not finite.")

@@ -47,13 +47,14 @@ from typing import Any
 
 import torch
 
-from fksteer.smc.config import FKConfig, lambda_at
+from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
 from fksteer.smc.protocol import Reward, call_reward
 from fksteer.smc.resampling import resample, survivors_in_place
 from fksteer.smc.result import SteeringResult, StepTrace
 from fksteer.smc.rules import get_rule
+from fksteer.smc.tempering import Tilts
 from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
 
 __all__ = ["ParticleSystem", "AllParticlesDeadError", "engine_generator"]
@@ -140,6 +141,7 @@ class ParticleSystem:
         self.engine_generator = engine_generator(generator)
         self.potential = get_potential(config.potential)
         self.rule = get_rule(config.rule)
+        self.tilts = Tilts(config.lmbda, num_steps, self.num_groups)
         self.log_weights = torch.zeros((self.num_groups, self.num_particles), dtype=torch.float64)
         self.log_evidence = torch.zeros(self.num_groups, dtype=torch.float64)
         #: the potential's per-particle state along each path, named (G, K) tensors
@@ -174,11 +176,13 @@ class ParticleSystem:
         self._require_recorded(f"score step {step}")
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
-        lmbda = self._tilt(step)  # (G, 1)
-        if self.num_predictions > 1:
-            rewards = soft_reward(rewards, lmbda[..., None])  # (G, K)
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
+        self._check_no_plus_inf(rewards, step)
+        lmbda = self.tilts.intermediate(  # (G, 1)
+            step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
+        )
+        rewards = self._combined(rewards, lmbda)  # (G, K)
         record = self._weigh(step, rewards, lmbda)
         record, ancestors = self._resample_where_due(step, record)
         record["reward_seconds"] = reward_seconds
@@ -258,9 +262,11 @@ class ParticleSystem:
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
-        lmbda = self._tilt(step)  # (G, 1)
         self._check_no_plus_inf(rewards, step)
         dead = ~torch.isfinite(rewards)
+        lmbda = self.tilts.final(  # (G, 1)
+            lambda tilt: self._final_log_weights(rewards, dead, tilt), self.num_particles
+        )
         if self.method == "fk":
             self._weigh_final(rewards, dead, lmbda)
         else:
@@ -282,14 +288,49 @@ class ParticleSystem:
 
     # -- one scoring step -----------------------------------------------------------------
 
-    def _tilt(self, step: int) -> torch.Tensor:
-        """lambda at ``step`` for every group: (G, 1) float64."""
-        value = lambda_at(self.config.lmbda, step, self.num_steps)
-        return torch.full((self.num_groups, 1), value, dtype=torch.float64)
+    def guidance_strength(self, step: int) -> float | torch.Tensor | None:
+        """The multiplier of grad r in the move out of ``step``: s_i times the tilt of the
+        intermediate target the move goes to; a float, a (G*K,) tensor when groups differ, or
+        None for the model's own kernel."""
+        scale = self.plan.guidance_scale(step)
+        if not scale:
+            return None
+        tilt = self.tilts.next_after(step)
+        if not isinstance(tilt, torch.Tensor):
+            return scale * tilt or None
+        if not bool(tilt.any()):
+            return None
+        return (scale * tilt).repeat_interleave(self.num_particles)
+
+    def _combined(self, rewards: torch.Tensor, lmbda: torch.Tensor) -> torch.Tensor:
+        """One reward per particle (G, K): M > 1 predictions combined by the soft reward."""
+        if self.num_predictions == 1:
+            return rewards
+        return soft_reward(rewards, lmbda[..., None])
+
+    def _log_increments(self, rewards: torch.Tensor, lmbda: torch.Tensor) -> torch.Tensor:
+        """This step's log-potentials (G, K) if the tilts were ``lmbda`` (G, 1), state unchanged:
+        what adaptive tempering chooses the tilt from."""
+        combined = self._combined(rewards, lmbda)
+        dead = ~torch.isfinite(combined)
+        log_potential, _ = self.potential.step(
+            self.potential_state, combined.masked_fill(dead, 0.0), lmbda, dead
+        )
+        return log_potential
+
+    def _final_log_weights(
+        self, rewards: torch.Tensor, dead: torch.Tensor, lmbda: torch.Tensor
+    ) -> torch.Tensor:
+        """The final log-weights (G, K) if the final tilts were ``lmbda`` (G, 1)."""
+        safe = rewards.masked_fill(dead, 0.0)
+        if self.method == "fk":
+            final = self.potential.final(self.potential_state, safe, lmbda)
+            return self.log_weights + final.masked_fill(dead, -math.inf)
+        return (lmbda * safe).masked_fill(dead, -math.inf) + self.log_weights
 
     def _weigh(self, step: int, rewards: torch.Tensor, lmbda: torch.Tensor) -> dict[str, Any]:
         """Add this step's log-potentials to the log-weights; returns the trace record so far."""
-        self._check_no_plus_inf(rewards, step)
+        self._check_no_plus_inf(rewards, step)  # the soft reward keeps a draw's +inf
         dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
         newly_dead = dead & torch.isfinite(self.log_weights)
         safe = rewards.masked_fill(dead, 0.0)
@@ -340,9 +381,7 @@ class ParticleSystem:
 
     def _weigh_final(self, rewards: torch.Tensor, dead: torch.Tensor, lmbda: torch.Tensor) -> None:
         """FK: the final potential exp(lambda r(x_0)) / prod_i G_i, then the evidence."""
-        safe = rewards.masked_fill(dead, 0.0)
-        final = self.potential.final(self.potential_state, safe, lmbda).masked_fill(dead, -math.inf)
-        self.log_weights = self.log_weights + final
+        self.log_weights = self._final_log_weights(rewards, dead, lmbda)
         self._check_alive(self.num_steps, rewards)
         self.log_evidence = self.log_evidence + log_mean_exp(self.log_weights)
 
@@ -351,8 +390,7 @@ class ParticleSystem:
     ) -> None:
         """The baselines never resample, so their log-weights hold just the corrections of
         guided moves (zero without guidance); log of exp(lambda r(x_0)) p(path) / q(path)."""
-        log_target = (lmbda * rewards.masked_fill(dead, 0.0)).masked_fill(dead, -math.inf)
-        log_target = log_target + self.log_weights  # (G, K)
+        log_target = self._final_log_weights(rewards, dead, lmbda)  # (G, K)
         self.log_evidence = log_mean_exp(log_target)
         if self.method == "base":
             # uniform: with guidance this is guided sampling without correction (biased)

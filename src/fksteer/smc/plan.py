@@ -8,9 +8,10 @@ from inside a pipeline's loop, and the particle-parallel run of :mod:`fksteer.di
 they must agree on is computed here, once:
 
 - which steps score (:meth:`StepPlan.scores`; the baselines never do);
-- the strength of reward-gradient guidance in the move out of each step
-  (:meth:`StepPlan.guidance_strength`, s_i * lambda_{i+1}) and which models can be guided
-  (:func:`require_guided_model`);
+- the scale s_i of reward-gradient guidance in the move out of each step
+  (:meth:`StepPlan.guidance_scale`; the particle system multiplies it by each group's tilt:
+  :meth:`~fksteer.smc.particles.ParticleSystem.guidance_strength`) and which models can be
+  guided (:func:`require_guided_model`);
 - how many denoiser evaluations a step costs (:meth:`StepPlan.evaluations`; a guided move
   evaluates the model a second time, with gradients);
 - how time is attributed (:class:`StepTimes`: the driver measures the model, decoding, its own
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fksteer.smc.config import METHODS, FKConfig, guidance_strength
+from fksteer.smc.config import METHODS, FKConfig, guidance_at
 
 __all__ = ["StepPlan", "StepTimes", "group_prompts", "check_method", "require_guided_model"]
 
@@ -85,11 +86,11 @@ class StepPlan:
         """Whether an intermediate potential applies at ``step``."""
         return step in self.scoring_steps
 
-    def guidance_strength(self, step: int) -> float:
-        """The multiplier of grad r in the move out of ``step`` (0: the model's own kernel)."""
+    def guidance_scale(self, step: int) -> float:
+        """s_i, the guidance of the move out of ``step`` (0: the model's own kernel)."""
         if self.config.guidance == 0 or step >= self.num_steps:
             return 0.0
-        return guidance_strength(self.config, step, self.num_steps)
+        return guidance_at(self.config.guidance, step, self.num_steps)
 
     def evaluations(self, guided: bool) -> int:
         """Denoiser evaluations of one step: one per particle, two when the move is guided."""

@@ -72,7 +72,7 @@ class PipelineGuidance:
         sources: torch.Tensor,
         reward: Reward,
         prompts: Sequence[Any] | None,
-        strength: float,
+        strength: float | torch.Tensor,
     ) -> torch.Tensor:
         """grad of ``strength * r(decode(x0_hat(x)))`` at the (resampled) latents ``sample``.
 

@@ -152,8 +152,8 @@ class PipelineRun:
                 f"step {step}, {self.batch} at the first: this pipeline's loop is not supported."
             )
         times = StepTimes(model=arrived - self.last_time)  # the denoiser ran since the last step
-        strength = system.plan.guidance_strength(step)
-        if strength:
+        strength = system.guidance_strength(step)
+        if strength is not None:
             self.guidance.check(scheduler, timestep, sample, model_output)
         sources = torch.arange(self.batch)  # the recorded denoiser row of each particle
         if step < system.num_steps and system.is_scoring_step(step):
@@ -169,7 +169,8 @@ class PipelineRun:
         )
         times.add("model", start)
         if step < system.num_steps:
-            system.record(step, times, evaluations=system.plan.evaluations(guided=bool(strength)))
+            guided = strength is not None
+            system.record(step, times, evaluations=system.plan.evaluations(guided=guided))
         self.step_count += 1
         self.last_time = time.perf_counter()
         return output
@@ -211,21 +212,22 @@ class PipelineRun:
         args: tuple,
         kwargs: dict,
         step: int,
-        strength: float,
+        strength: float | torch.Tensor | None,
         sources: torch.Tensor,
-    ) -> tuple[Any, float]:
-        """The scheduler's step (or the flow re-noising step), guided where ``strength`` > 0.
+    ) -> tuple[Any, float | torch.Tensor | None]:
+        """The scheduler's step (or the flow re-noising step), guided unless ``strength`` is
+        None.
 
-        Returns the scheduler output and the strength used (0 on a deterministic step).
+        Returns the scheduler output and the strength used (None on a deterministic step).
         """
-        if strength:
+        if strength is not None:
             mean, std = gaussian_step(
                 scheduler, model_output, timestep, sample, kwargs,
                 flow_eta=self.options.flow_eta, flow_noise=self.options.flow_noise,
             )
             if not bool(torch.as_tensor(std).any()):  # a deterministic step: nothing to shift
-                strength = 0.0
-        if strength:
+                strength = None
+        if strength is not None:
             gradient = self.guidance.gradient(
                 scheduler, timestep, sample, sources, self.reward, self.system.reward_prompts,
                 strength,
@@ -238,7 +240,7 @@ class PipelineRun:
             output = _scheduler_output(previous, kwargs.get("return_dict", True))
         else:
             output = scheduler.step(model_output, timestep, sample, *args, **kwargs)
-        if strength:
+        if strength is not None:
             output = self._shift(output, mean, std, gradient, step)
         return output, strength
 
