@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from fksteer.smc.config import FKConfig
+from fksteer.smc.tempering import GroupSchedule, schedule_of
 
 __all__ = ["StepTrace", "SteeringResult", "concatenate_results"]
 
@@ -134,8 +135,18 @@ class SteeringResult:
             return self.samples[groups, index.to(self.samples.device)]
         return [row[int(k)] for row, k in zip(self.samples, index, strict=True)]
 
+    def tilt_schedule(self) -> GroupSchedule:
+        """Each group's tilts at the scoring steps and the final step, as a frozen schedule.
+
+        ``FKConfig(lmbda=result.tilt_schedule())`` reruns an adaptive run's schedule fixed in
+        advance: with fresh noise its log-evidence is unbiased for that schedule's target (the
+        adaptive run's own estimate is only consistent; see :mod:`fksteer.smc.tempering`).
+        """
+        return schedule_of(self.trace)
+
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready digest: per-group evidence, ESS, rewards and the run's totals."""
+        """A JSON-ready digest: per-group evidence, ESS, rewards, tilts and the run's totals."""
+        scored = [step for step in self.trace if step.scored and step.lmbda is not None]
         return {
             "method": self.method,
             "config": self.config.to_dict(),
@@ -145,9 +156,16 @@ class SteeringResult:
             "final_ess": self.ess.tolist(),
             "best_reward": self.rewards.gather(1, self.best[:, None]).squeeze(1).tolist(),
             "weighted_reward": torch.nansum(self.weights * self.rewards, dim=1).tolist(),
-            "num_resampling_steps": int(
-                sum(int(step.resampled.any()) for step in self.trace)
-            ),
+            "num_resampling_steps": int(sum(int(step.resampled.any()) for step in self.trace)),
+            "final_lambda": scored[-1].lmbda.tolist() if scored else None,
+            "lambda_schedule": {
+                "steps": [step.step for step in scored],
+                "values": [
+                    [float(step.lmbda[g]) for step in scored] for g in range(self.num_groups)
+                ]
+                if scored
+                else [],
+            },
             "nfe": self.nfe,
             "reward_calls": self.reward_calls,
             "seconds": self.seconds,
@@ -213,10 +231,12 @@ def _concatenate_steps(steps: Sequence[StepTrace], num_particles: int) -> StepTr
         values = [getattr(step, name) for step in steps]
         if all(value is None for value in values):
             return None
-        return torch.cat([
-            fill(size) if value is None else value
-            for value, size in zip(values, sizes, strict=True)
-        ])
+        return torch.cat(
+            [
+                fill(size) if value is None else value
+                for value, size in zip(values, sizes, strict=True)
+            ]
+        )
 
     K = num_particles
 

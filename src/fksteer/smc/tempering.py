@@ -82,8 +82,10 @@ def _fraction(owner: str, name: str, value: Any) -> None:
 
 
 def _positive(owner: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(
             f"{owner}.{name}={value!r} is invalid: pass a finite float > 0 (to lower a reward, "
@@ -279,7 +281,6 @@ def schedule_of(steps: Sequence[Any]) -> GroupSchedule:
     return GroupSchedule(steps=steps_index, values=tuple(map(tuple, values)))
 
 
-
 class Tilts:
     """The tilt of every group through one run, for any ``FKConfig.lmbda``.
 
@@ -322,7 +323,10 @@ class Tilts:
         tilts ``lmbda`` (G, 1), from which :class:`LargestTilt` chooses lambda_hat."""
         if isinstance(self.lmbda, LargestTilt):
             chosen = largest_tilt(
-                log_weights_at, self.lmbda.cap, self.lmbda.final_ess, self.num_groups,
+                log_weights_at,
+                self.lmbda.cap,
+                self.lmbda.final_ess,
+                self.num_groups,
                 num_particles,
             )
         elif isinstance(self.lmbda, AdaptiveTilt):
