@@ -276,6 +276,7 @@ class ParticleSystem:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
         self._require_recorded("finish")
         self._finished = True
+        self.log_evidence = self.log_evidence + self._resampling_evidence()
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards)
         reward_seconds = time.perf_counter() - start
@@ -391,20 +392,16 @@ class ParticleSystem:
         """Resample the groups flagged in ``resampled`` (G,), all of them when None; returns
         (G, K) within-group ancestors."""
         K = self.num_particles
-        # Each resampled group's evidence grows by the mean of its unnormalised weights.
-        increment = log_mean_exp(self.log_weights)  # (G,)
+        # Each resampled group's evidence grows by the mean of its unnormalised weights: the
+        # record keeps them, and :meth:`_resampling_evidence` adds them up at the end.
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
         if resampled is None:
             ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
-            self.log_evidence = self.log_evidence + increment
             self.log_weights = torch.zeros_like(self.log_weights)
         else:
             ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
             ancestors[resampled] = self.scheme(
                 probabilities[resampled], K, self.engine_generator
-            )
-            self.log_evidence = torch.where(
-                resampled, self.log_evidence + increment, self.log_evidence
             )
             self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
         if self.stable_slots:
@@ -413,6 +410,20 @@ class ParticleSystem:
             name: value.gather(1, ancestors) for name, value in self.potential_state.items()
         }
         return ancestors
+
+    def _resampling_evidence(self) -> torch.Tensor:
+        """(G,) the sum, over the steps at which each group resampled, of log_mean_exp of its
+        log-weights just before (in one batched reduction)."""
+        resampling = [record for record in self.records if record["ancestors"] is not None]
+        if not resampling:
+            return torch.zeros(self.num_groups, dtype=torch.float64)
+        log_weights = torch.stack([record["log_weights"] for record in resampling])  # (R, G, K)
+        every = torch.ones(self.num_groups, dtype=torch.bool)
+        resampled = torch.stack([
+            every if record["resampled"] is None else record["resampled"]
+            for record in resampling
+        ])  # (R, G)
+        return torch.where(resampled, log_mean_exp(log_weights), 0.0).sum(dim=0)
 
     # -- the final step ---------------------------------------------------------------------
 
