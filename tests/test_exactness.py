@@ -114,8 +114,16 @@ def assert_schedule_exercised(result, schedule):
 
 
 def _final_lambda(result):
+    """The run's final tilt: the configured one, or (a tilt chosen per group) the one every
+    group's final potential used, which must be shared for a single exact target."""
     lmbda = result.config.lmbda
-    return lmbda if isinstance(lmbda, float) else lmbda.end
+    if isinstance(lmbda, float):
+        return lmbda
+    if isinstance(lmbda, LinearRamp):
+        return lmbda.end
+    final = result.trace[-1].lmbda  # (G,)
+    assert torch.all(final == final[0]), f"the groups' final tilts differ: {final.unique()}"
+    return float(final[0])
 
 
 def tv_bound(se):
