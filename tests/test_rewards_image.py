@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from fksteer.rewards import load_reward
 from fksteer.rewards.aesthetic import LAIONAesthetic
-from fksteer.rewards.clip import CLIPScore, HPSv2, PickScore, clip_preprocess
+from fksteer.rewards.clip import CLIPScore, HPSv2, PickScore
 from fksteer.rewards.hub import WeightsNotFoundError
 from fksteer.rewards.image_reward import IMAGE_REWARD_MEAN, IMAGE_REWARD_STD, ImageReward
+from fksteer.rewards.preprocess import ImageTransform, preprocess_images
 from fksteer.rewards.similarity import minilm_path
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -87,14 +88,14 @@ def test_torch_preprocessing_matches_the_official_clip_processor():
     )
     pil_input = [(x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy() for x in batch]
     official = processor(images=pil_input, return_tensors="pt")["pixel_values"]
-    ours = clip_preprocess(batch, 32)
+    ours = preprocess_images(batch, ImageTransform.transformers_clip(32), "fast")
     assert ours.shape == official.shape == (3, 3, 32, 32)
     # PIL and torch bicubic kernels differ slightly; normalised values span about [-2, 2]
     assert (ours - official).abs().mean() < 0.05
 
 
 def direct_cosines(model, tokenizer, batch, prompts):
-    pixels = clip_preprocess(batch, 32)
+    pixels = preprocess_images(batch, ImageTransform.transformers_clip(32))
     with torch.no_grad():
         image = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
         cos = []
@@ -236,7 +237,8 @@ def test_hpsv2_loads_open_clip_weights_exactly(tmp_path, clip_tokenizer_files):
     batch = images(4, seed=5)
     values = reward(batch, PROMPTS)
     rows = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    expected = reference_hps(state, clip_preprocess(batch, 32), rows)
+    pixels = preprocess_images(batch, ImageTransform.hps_evaluation(32))
+    expected = reference_hps(state, pixels, rows)
     torch.testing.assert_close(values, expected, atol=1e-5, rtol=0)
     by_file = load_reward(
         "hpsv2",
@@ -268,7 +270,8 @@ def test_aesthetic_head_on_clip_image_embeddings(tmp_path, tiny_clip):
     reward = LAIONAesthetic(tmp_path / "head.pth", clip=folder, device="cpu")
     batch = images(3, seed=7)
     with torch.no_grad():
-        pooled = model.vision_model(pixel_values=clip_preprocess(batch, 32)).pooler_output
+        pixels = preprocess_images(batch, ImageTransform.torchvision_clip(32))
+        pooled = model.vision_model(pixel_values=pixels).pooler_output
         features = F.normalize(model.visual_projection(pooled), dim=-1)
         expected = mlp(features)[:, 0].double()
     torch.testing.assert_close(reward(batch, None), expected, atol=1e-5, rtol=0)
@@ -379,7 +382,8 @@ def test_image_reward_loads_the_published_layout(tmp_path):
     tokenizer = BertTokenizerFast.from_pretrained(str(minilm_path()))
     encoded = tokenizer(PROMPTS[:1], return_tensors="pt")
     with torch.no_grad():
-        image_states = vision(pixel_values=clip_preprocess(batch[:1], 32)).last_hidden_state
+        pixels = preprocess_images(batch[:1], ImageTransform.torchvision_clip(32))
+        image_states = vision(pixel_values=pixels).last_hidden_state
         cls = text(
             input_ids=encoded["input_ids"],
             attention_mask=encoded["attention_mask"],

@@ -16,6 +16,7 @@ engine then discards that sample, as the component asked. A zero weight drops th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -116,6 +117,16 @@ class WeightedSum(RewardModel):
 
     __rmul__ = __mul__
 
+    @property
+    def final_reward(self) -> WeightedSum:
+        """The same sum of the components' final rewards (itself when they are all final)."""
+        finals = [r.final_reward for r in self.rewards]
+        if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+            return self
+        final = WeightedSum(list(zip(finals, self.weights, strict=True)), offset=self.offset)
+        final.names = list(self.names)
+        return final
+
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         active = [
             (n, r, w)
@@ -170,6 +181,16 @@ class Combination(RewardModel):
         used: set[str] = set()
         self.names = [_component_name(r, used) for r in self.rewards]
         self.last_components: dict[str, torch.Tensor] = {}
+
+    @property
+    def final_reward(self) -> Combination:
+        """The same combination of the components' final rewards (itself when all are final)."""
+        finals = [r.final_reward for r in self.rewards]
+        if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+            return self
+        final = copy.copy(self)
+        final.rewards, final.last_components = finals, {}
+        return final
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         values = _score_all(self.rewards, samples, prompts)  # (B, R)
