@@ -160,7 +160,13 @@ class ImageTransform:
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
     """Float images in [0, 1] -> uint8, rounded as diffusers' ``numpy_to_pil`` does."""
-    return (images.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return _quantised_levels(images).to(torch.uint8)
+
+
+def _quantised_levels(images: torch.Tensor) -> torch.Tensor:
+    """float32 ``round(255 * clamp(images, 0, 1))``: the 8-bit values, still as floats."""
+    levels = images.detach().to(torch.float32, copy=True)
+    return levels.clamp_(0.0, 1.0).mul_(255.0).round_()
 
 
 def _torch_resize(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -176,10 +182,10 @@ def _pil_resize(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     import numpy as np
 
     Image = require("PIL.Image", "rewards-hf", what="the exact image preprocessing")
-    arrays = images.cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) as PIL lays images out
+    arrays = images.cpu().permute(0, 2, 3, 1).contiguous().numpy()  # (B, H, W, 3), as PIL
     out = []
     for array in arrays:
-        image = Image.fromarray(np.ascontiguousarray(array))  # uint8 (H, W, 3): RGB
+        image = Image.fromarray(array)  # uint8 (H, W, 3): RGB
         if image.size != (shape[1], shape[0]):
             image = image.resize((shape[1], shape[0]), resample=Image.Resampling.BICUBIC)
         out.append(np.asarray(image))
@@ -203,8 +209,8 @@ def preprocess_images(
             resized = resized.clamp(0.0, 1.0)  # PIL's 8-bit output cannot overshoot
     elif transform.resampler == "pil":
         resized = _pil_resize(quantise(images), shape).to(device)
-    else:
-        resized = _torch_resize(quantise(images).to(device).float() / 255.0, shape)
+    else:  # ToTensor of the 8-bit image: level / 255 in float32
+        resized = _torch_resize(_quantised_levels(images.to(device)).div_(255.0), shape)
     return transform.normalise(transform.fit_square(resized))
 
 
