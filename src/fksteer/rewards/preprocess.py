@@ -81,7 +81,8 @@ class ImageTransform:
             the long side to ``size`` (the short side rounded), then pad both sides of the short
             one with zeros (black) to a square, the extra pixel after.
         crop_offset: where the centre crop starts, from the margin m = new side - size:
-            ``"round"`` = round(m / 2) (torchvision) or ``"floor"`` = m // 2 (transformers).
+            ``"round"`` = round(m / 2), halves to even (torchvision), or ``"floor"`` = m // 2
+            (transformers).
         resampler: what the exact path resizes with: ``"pil"`` (PIL bicubic on the 8-bit image)
             or ``"torch"`` (antialiased bicubic on the float tensor of the 8-bit image, no clamp).
     """
@@ -107,15 +108,23 @@ class ImageTransform:
             raise ValueError(f"mean and std need 3 channels: got {self.mean}, {self.std}.")
 
     @classmethod
-    def torchvision_clip(cls, size: int, mean: Sequence[float] = OPENAI_CLIP_MEAN,
-                         std: Sequence[float] = OPENAI_CLIP_STD) -> ImageTransform:
+    def torchvision_clip(
+        cls,
+        size: int,
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+    ) -> ImageTransform:
         """OpenAI CLIP's transform (ImageReward, the LAION aesthetic predictor): torchvision
         ``Resize(size, BICUBIC)`` and ``CenterCrop(size)`` on a PIL image."""
         return cls(size, tuple(mean), tuple(std), "crop", "round", "pil")
 
     @classmethod
-    def transformers_clip(cls, size: int, mean: Sequence[float] = OPENAI_CLIP_MEAN,
-                          std: Sequence[float] = OPENAI_CLIP_STD) -> ImageTransform:
+    def transformers_clip(
+        cls,
+        size: int,
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+    ) -> ImageTransform:
         """transformers' ``CLIPImageProcessor`` on PIL images (CLIP score, PickScore): PIL
         bicubic resize of the short side, centre crop from the floored margin."""
         return cls(size, tuple(mean), tuple(std), "crop", "floor", "pil")
