@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fksteer.rewards import load_reward
+from fksteer.rewards import Combination, load_reward
 from fksteer.rewards.aesthetic import LAIONAesthetic
 from fksteer.rewards.clip import CLIPScore, HPSv2, PickScore
 from fksteer.rewards.hub import WeightsNotFoundError
@@ -652,7 +652,6 @@ def test_image_reward_exact_path_scores_the_originals_pixels(tmp_path, shape):
 
 def test_final_reward_is_the_exact_twin_on_the_same_model(tmp_path, tiny_clip):
     folder, _, _ = tiny_clip
-    torch.save(aesthetic_mlp(16).state_dict(), tmp_path / "unused.pth")
     torch.save({f"layers.{k}": v for k, v in aesthetic_mlp(16).state_dict().items()},
                tmp_path / "head.pth")
     aesthetic = LAIONAesthetic(tmp_path / "head.pth", clip=folder, device="cpu")
@@ -674,6 +673,10 @@ def test_final_reward_is_the_exact_twin_on_the_same_model(tmp_path, tiny_clip):
         total.final_reward(batch, PROMPTS[:2]),
         2.0 * final(batch, None) + clip.final_reward(batch, PROMPTS[:2]),
     )
+    assert total.final_reward is total.final_reward  # built once: last_components readable
+    worst = Combination([aesthetic, clip], reduce="min").final_reward
+    assert [r.preprocessing for r in worst.rewards] == ["exact", "exact"]
+    assert worst.final_reward is worst
     sentiment = load_reward("sentiment")
     assert sentiment.final_reward is sentiment
     assert (sentiment + 1.0).final_reward.rewards == [sentiment]

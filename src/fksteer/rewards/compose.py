@@ -119,13 +119,17 @@ class WeightedSum(RewardModel):
 
     @property
     def final_reward(self) -> WeightedSum:
-        """The same sum of the components' final rewards (itself when they are all final)."""
-        finals = [r.final_reward for r in self.rewards]
-        if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
-            return self
-        final = WeightedSum(list(zip(finals, self.weights, strict=True)), offset=self.offset)
-        final.names = list(self.names)
-        return final
+        """The same sum of the components' final rewards (itself when they are all final); built
+        once, so its ``last_components`` hold the final values after a run."""
+        if getattr(self, "_final", None) is None:
+            finals = [r.final_reward for r in self.rewards]
+            if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+                self._final = self
+            else:
+                terms = list(zip(finals, self.weights, strict=True))
+                self._final = WeightedSum(terms, offset=self.offset)
+                self._final.names = list(self.names)
+        return self._final
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         active = [
@@ -184,13 +188,16 @@ class Combination(RewardModel):
 
     @property
     def final_reward(self) -> Combination:
-        """The same combination of the components' final rewards (itself when all are final)."""
-        finals = [r.final_reward for r in self.rewards]
-        if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
-            return self
-        final = copy.copy(self)
-        final.rewards, final.last_components = finals, {}
-        return final
+        """The same combination of the components' final rewards (itself when all are final);
+        built once, so its ``last_components`` hold the final values after a run."""
+        if getattr(self, "_final", None) is None:
+            finals = [r.final_reward for r in self.rewards]
+            if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+                self._final = self
+            else:
+                self._final = copy.copy(self)
+                self._final.rewards, self._final.last_components = finals, {}
+        return self._final
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         values = _score_all(self.rewards, samples, prompts)  # (B, R)
