@@ -159,6 +159,33 @@ def test_particle_driver_matches_the_exact_tilted_target(guidance):
     check_mixture(model, result)
 
 
+def test_particle_driver_scores_final_samples_with_the_final_reward():
+    """A reward declaring final_reward (as the image rewards' exact preprocessing does): the
+    driver's final potential uses it, so the target is the final reward's."""
+    from test_exactness import (
+        GROUPS,
+        MIXTURE_DIRECTION,
+        MIXTURE_LAMBDA,
+        PARTICLES,
+        SCHEDULES,
+        IntermediateAndFinal,
+        check_mixture,
+    )
+
+    from fksteer.models import GaussianMixtureDiffusion
+
+    model = GaussianMixtureDiffusion.default(num_steps=8, dtype=torch.float64)
+    config = FKConfig(num_particles=PARTICLES, lmbda=MIXTURE_LAMBDA, **SCHEDULES["fixed"])
+    reward = IntermediateAndFinal([-0.5, 1.0], MIXTURE_DIRECTION)
+    result = steer_particle_parallel(model, reward, config, prompts=list(range(GROUPS)),
+                                     seed=6, num_shards=2)
+    flat = result.samples.reshape(-1, 2)
+    torch.testing.assert_close(
+        result.rewards.reshape(-1), reward.final_reward(flat).double(), rtol=0, atol=1e-12
+    )
+    check_mixture(model, result)
+
+
 @pytest.mark.parametrize("kind", ["unet-dpm", "embedded"])
 def test_particle_rows_written_back_permuted_equal_the_models_own_permute(kind):
     pytest.importorskip("diffusers")

@@ -16,6 +16,7 @@ engine then discards that sample, as the component asked. A zero weight drops th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -116,6 +117,20 @@ class WeightedSum(RewardModel):
 
     __rmul__ = __mul__
 
+    @property
+    def final_reward(self) -> WeightedSum:
+        """The same sum of the components' final rewards (itself when they are all final); built
+        once, so its ``last_components`` hold the final values after a run."""
+        if getattr(self, "_final", None) is None:
+            finals = [r.final_reward for r in self.rewards]
+            if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+                self._final = self
+            else:
+                terms = list(zip(finals, self.weights, strict=True))
+                self._final = WeightedSum(terms, offset=self.offset)
+                self._final.names = list(self.names)
+        return self._final
+
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         active = [
             (n, r, w)
@@ -170,6 +185,19 @@ class Combination(RewardModel):
         used: set[str] = set()
         self.names = [_component_name(r, used) for r in self.rewards]
         self.last_components: dict[str, torch.Tensor] = {}
+
+    @property
+    def final_reward(self) -> Combination:
+        """The same combination of the components' final rewards (itself when all are final);
+        built once, so its ``last_components`` hold the final values after a run."""
+        if getattr(self, "_final", None) is None:
+            finals = [r.final_reward for r in self.rewards]
+            if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+                self._final = self
+            else:
+                self._final = copy.copy(self)
+                self._final.rewards, self._final.last_components = finals, {}
+        return self._final
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         values = _score_all(self.rewards, samples, prompts)  # (B, R)
