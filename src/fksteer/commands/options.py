@@ -176,6 +176,8 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     run.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of these options; "
                      "the command line overrides it")
     run.add_argument("--out", metavar="DIR", help=f"output directory (default: {defaults['out']})")
+    run.add_argument("--no-report", dest="report", action="store_const", const=False,
+                     help="do not write report.html (fksteer report DIR writes it later)")
 
 
 def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
