@@ -31,7 +31,9 @@ from fksteer.commands.options import (
 )
 from fksteer.smc.config import FKConfig
 
-__all__ = ["SAMPLE_DEFAULTS", "EMBEDDED_REWARD", "run_sample", "load_image_reward"]
+__all__ = [
+    "SAMPLE_DEFAULTS", "EMBEDDED_REWARD", "run_sample", "load_image_reward", "write_image_run"
+]
 
 logger = logging.getLogger(__name__)
 
@@ -142,16 +144,12 @@ def run_sample(values: dict[str, Any]) -> str:
     return _report(values, prompts, result, timings)
 
 
-def _write(work, values, config, prompts, result, samples, timings) -> None:
+def write_image_run(work, prompts, result, samples, timings, config_record) -> None:
+    """An image run's folder: every particle's PNG, a grid per prompt, results.jsonl,
+    summary.json, trace.jsonl and ``config_record`` as config.json (what ``fksteer report``
+    reads)."""
     from fksteer.commands.images import particle_row, save_png, to_pil_image
-    from fksteer.commands.records import (
-        environment,
-        reproduce_command,
-        run_summary,
-        write_json,
-        write_jsonl,
-        write_trace,
-    )
+    from fksteer.commands.records import run_summary, write_json, write_jsonl, write_trace
 
     records = []
     for group, prompt in enumerate(prompts):
@@ -169,12 +167,19 @@ def _write(work, values, config, prompts, result, samples, timings) -> None:
     write_jsonl(work / "results.jsonl", records)
     write_json(work / "summary.json", run_summary(result, prompts, timings))
     write_trace(work, result)
+    write_json(work / "config.json", config_record)
+
+
+def _write(work, values, config, prompts, result, samples, timings) -> None:
+    from fksteer.commands.records import environment, reproduce_command
+
     options = {key: value for key, value in values.items() if key not in FK_FIELDS}
     rerun = reproduce_command("sample", {**values, "prompts": list(prompts), "prompts_file": None},
                               FK_FIELDS)
-    write_json(work / "config.json", {"command": "sample", "fk_config": config.to_dict(),
-                                      "reproduce": rerun, "machine": environment(),
-                                      **options, "prompts": [_text(p) for p in prompts]})
+    write_image_run(work, prompts, result, samples, timings, {
+        "command": "sample", "fk_config": config.to_dict(), "reproduce": rerun,
+        "machine": environment(), **options, "prompts": [_text(p) for p in prompts],
+    })
 
 
 def _report(values, prompts, result, timings) -> str:
