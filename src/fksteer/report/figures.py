@@ -43,14 +43,16 @@ def _pyplot():
 
 def _svg(figure) -> str:
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    figure.savefig(buffer, format="svg")  # fixed margins: "tight" would draw twice
     _pyplot().close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
 
 
-def _figure(width: float = 7.5, height: float = 3.0):
+def _figure(width: float = 9.0, height: float = 3.2):
+    """One axis, with room on the right for a legend of the prompts."""
     figure, axis = _pyplot().subplots(figsize=(width, height))
+    figure.subplots_adjust(left=0.08, right=0.74, bottom=0.16, top=0.89)
     axis.grid(alpha=0.3)
     return figure, axis
 
@@ -132,7 +134,8 @@ def dead(runs: Sequence[tuple[str, Any]]) -> str:
 def timing(runs: Sequence[tuple[str, Any]]) -> str:
     """Seconds per step, stacked by part: model, decode, reward, engine."""
     plt = _pyplot()
-    figure, axes = plt.subplots(len(runs), 1, figsize=(7.5, 2.6 * len(runs)), squeeze=False)
+    figure, axes = plt.subplots(len(runs), 1, figsize=(9.0, 2.8 * len(runs)), squeeze=False)
+    figure.subplots_adjust(left=0.08, right=0.74, hspace=0.6)
     for axis, (label, run) in zip(axes[:, 0], runs, strict=True):
         steps, bottom = run.steps(), np.zeros(len(run.trace))
         for part in PARTS:
@@ -141,9 +144,8 @@ def timing(runs: Sequence[tuple[str, Any]]) -> str:
             bottom += seconds
         axis.set(xlabel="step", ylabel="seconds",
                  title="time per step by part" + (f" ({label})" if len(runs) > 1 else ""))
-        axis.legend(fontsize=7, ncols=4, frameon=False)
+        axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         axis.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
     return _svg(figure)
 
 

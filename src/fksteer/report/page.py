@@ -95,15 +95,33 @@ def _run_view(label: str, run: RunData, tree: Genealogy, tag: str = "") -> dict[
     return {"label": label, "tag": tag, "prompts": run.prompts, "num_groups": run.num_groups,
             "num_particles": run.num_particles, "cards": sample_cards(run, tree),
             "evidence": _evidence(run, tree), "seconds": [fmt(value) for value in seconds],
-            "lineages": lineages, "lineage_note": note, "trace_rows": _trace_rows(run, tree)}
+            "lineages": lineages, "lineage_note": note, "trace_rows": _trace_rows(run, tree),
+            "collapses": _collapses(run, tree)}
 
 
 def _plots(pairs: list[tuple[str, RunData]], trees: list[Genealogy]) -> dict[str, str]:
     if not figures.available():
-        return {}
+        return dict.fromkeys(("ess", "rewards", "tilts", "dead", "timing", "distinct"), "")
+    any_dead = any(np.nansum(run.series("num_dead")) > 0 for _, run in pairs)
     return {"ess": figures.ess(pairs), "rewards": figures.rewards(pairs),
-            "tilts": figures.tilts(pairs), "dead": figures.dead(pairs),
+            "tilts": figures.tilts(pairs), "dead": figures.dead(pairs) if any_dead else "",
             "timing": figures.timing(pairs), "distinct": figures.distinct(pairs, trees)}
+
+
+#: ESS below this means one particle holds nearly all the weight (>= ~97.5% of it).
+COLLAPSED_ESS = 1.05
+
+
+def _collapses(run: RunData, tree: Genealogy) -> list[dict[str, Any]]:
+    """Prompts whose weights collapsed at some step: steps with ESS ~ 1, lineages left."""
+    ess, steps, left = run.series("ess"), run.steps(), tree.distinct_roots()[-1]
+    found = []
+    for group in range(run.num_groups):
+        where = steps[ess[:, group] < COLLAPSED_ESS]
+        if where.size:
+            found.append({"prompt": run.prompts[group], "steps": where.tolist(),
+                          "lineages": int(left[group])})
+    return found
 
 
 def _ess_note(run: RunData) -> str:
@@ -158,7 +176,8 @@ def _context(title: str, subtitle: str, folder: str, summary: dict[str, Any] | N
         "summary": summary, "runs": views, "figures": plots, "ess_note": notes[0],
         "lambda_note": notes[1], "configs": configs, "fmt": fmt, "version": __version__,
         "plots_available": figures.available(), "thumbnails": many,
-        "thumbnail_above": THUMBNAIL_ABOVE, "image_width": 48 if many else 96,
+        "thumbnail_above": THUMBNAIL_ABOVE, "collapsed_ess": COLLAPSED_ESS,
+        "image_width": 48 if many else 96,
         "dead_total": sum(int(np.nansum(view_run.series("num_dead")))
                           for view_run in [view["run"] for view in views]),
     }

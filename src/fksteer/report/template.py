@@ -123,6 +123,13 @@ thumbnails (more than {{ thumbnail_above }} particles per prompt).{% endif %}</p
 <h2>Effective sample size</h2>
 {{ plot(figures.ess) }}
 <p>{{ ess_note }}</p>
+{% for r in runs %}{% for c in r.collapses %}
+<p class="note collapse" data-prompt="{{ c.prompt }}" data-lineages="{{ c.lineages }}"
+ data-steps="{{ c.steps | join(',') }}">Weights
+collapsed{{ r.tag }} for &ldquo;{{ c.prompt }}&rdquo;: ESS &lt; {{ collapsed_ess }} (one particle
+holds nearly all the weight) at {{ c.steps | length }} step(s) ({{ c.steps[:12] | join(", ") }}
+{%- if c.steps | length > 12 %}, &hellip;{% endif %}); {{ c.lineages }} lineage(s) left at the
+end.</p>{% endfor %}{% endfor %}
 </section>
 <section id="rewards">
 <h2>Rewards</h2>
