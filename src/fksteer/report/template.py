@@ -37,6 +37,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .sample { margin: 0; padding: 4px; border: 2px solid #ddd; border-radius: 4px;
           font-size: 0.75em; background: #fafafa; }
 .sample.best { border-color: #d62828; background: #fff0f0; }
+.sample.image { width: {{ image_width + 28 }}px; }
 .sample img { display: block; image-rendering: pixelated; width: {{ image_width }}px;
               height: auto; }
 .sample.text { width: 100%; display: flex; gap: 1em; align-items: baseline; }
@@ -62,7 +63,8 @@ The traces are in the tables below.</p>{% endif %}
 </header>
 <main>
 {% macro card(c) -%}
-<figure class="sample{% if c.best %} best{% endif %}{% if c.text is not none %} text{% endif %}"
+<figure class="sample{% if c.best %} best{% endif %}{% if c.text is not none %} text{% endif %}
+{%- if c.image %} image{% endif %}"
  data-prompt="{{ c.prompt }}" data-group="{{ c.group }}" data-particle="{{ c.particle }}"
  data-weight="{{ '%.6g' % c.weight }}" data-reward="{{ fmt(c.reward) }}"
  data-ancestor="{{ c.root }}"{% if c.best %} data-best="true"{% endif %}>
@@ -70,7 +72,8 @@ The traces are in the tables below.</p>{% endif %}
 {% if c.text is not none %}<span class="words"><span class="prompt-text">{{ c.prompt }}</span>
 {{- c.text }}</span>{% endif %}
 <figcaption>{% if c.best %}<span class="badge">best</span> {% endif %}#{{ c.particle }}
-w={{ '%.3f' % c.weight }} r={{ fmt(c.reward) }} from #{{ c.root }}</figcaption>
+from #{{ c.root }}{% if c.text is none %}<br>{% else %}, {% endif %}w={{ '%.3f' % c.weight }}
+{%- if c.text is none %}<br>{% else %}, {% endif %}r={{ fmt(c.reward) }}</figcaption>
 </figure>
 {%- endmacro %}
 {% macro plot(svg) -%}
