@@ -81,6 +81,7 @@ def parse_schedule(value: Any, option: str) -> float | LinearRamp:
 
 
 def parse_optional_float(option: str) -> Callable[[Any], float | None]:
+    """A parser of a float or ``none`` for ``option``; its ValueError names the option."""
     def parse(value: Any) -> float | None:
         if value is None or str(value).strip().lower() == "none":
             return None
@@ -93,6 +94,7 @@ def parse_optional_float(option: str) -> Callable[[Any], float | None]:
 
 
 def parse_optional_int(option: str) -> Callable[[Any], int | None]:
+    """A parser of an int or ``none`` for ``option``; its ValueError names the option."""
     def parse(value: Any) -> int | None:
         if value is None or str(value).strip().lower() == "none":
             return None

@@ -177,10 +177,12 @@ def run_summary(result: Any, prompts: list[Any], timings: dict[str, float]) -> d
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON (NaN and infinities as null)."""
     Path(path).write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines (NaN and infinities as null)."""
     with open(path, "w") as handle:
         for record in records:
             handle.write(json.dumps(_clean(record), default=str) + "\n")

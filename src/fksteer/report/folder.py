@@ -61,6 +61,7 @@ class RunData:
 
     @property
     def num_groups(self) -> int:
+        """G, the number of prompts."""
         return len(self.prompts)
 
     def series(self, name: str) -> np.ndarray:

@@ -91,6 +91,7 @@ class LAIONAesthetic(RewardModel):
         return encoder, head
 
     def load(self) -> Any:
+        """The CLIP image encoder and the aesthetic head (cached by source and device)."""
         key = (
             "laion-aesthetic",
             self.head_source,
@@ -102,6 +103,7 @@ class LAIONAesthetic(RewardModel):
         return cached_model(key, self._load)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The LAION aesthetic score of each image."""
         encoder, head = self.model
         features = encoder.images(as_image_batch(samples, self.name))  # (B, 768), unit norm
         return head(features.float())[:, 0]

@@ -145,7 +145,8 @@ class Reward(Protocol):
     chunks of at most that many samples.
     """
 
-    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any: ...
+    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
+        """B rewards for B samples (``prompts``: one per sample, or None)."""
 
 
 def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:

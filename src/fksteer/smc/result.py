@@ -104,10 +104,12 @@ class SteeringResult:
 
     @property
     def num_groups(self) -> int:
+        """G, the number of groups (prompts)."""
         return self.weights.shape[0]
 
     @property
     def num_particles(self) -> int:
+        """K, particles per group."""
         return self.weights.shape[1]
 
     @property
