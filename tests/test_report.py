@@ -217,6 +217,30 @@ def test_a_collapsed_run_shows_ess_at_one_and_one_lineage(tmp_path):
     assert len({sample["data-ancestor"] for sample in page.samples}) == 1  # one lineage
 
 
+def test_an_adaptive_schedule_is_plotted_and_reruns(tmp_path):
+    pytest.importorskip("diffusers")
+    pytest.importorskip("matplotlib")
+    from fksteer.cli import build_parser
+    from fksteer.commands.options import resolve_options
+    from fksteer.commands.sample import SAMPLE_DEFAULTS
+    from fksteer.smc.tempering import AdaptiveTilt
+
+    out = tmp_path / "adaptive"
+    assert _cli(["sample", "sneaker", "bag", *SAMPLE, "--lmbda", "adaptive:1000", "--out",
+                 out]) == 0
+    trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    tilts = np.array([step["lmbda"] for step in trace])  # (steps, G)
+    assert (np.diff(tilts, axis=0) >= 0).all() and (tilts[-1] == 1000).all()
+    assert (tilts[0] < 1000).all()  # chosen from the particles, not the target at once
+    text = (out / "report.html").read_text()
+    lmbda = text[text.index('<section id="lambda">'):text.index('<section id="dead">')]
+    assert "<svg" in lmbda and "AdaptiveTilt" in lmbda
+    config = json.loads((out / "config.json").read_text())
+    values = resolve_options(build_parser().parse_args(shlex.split(config["reproduce"])[1:]),
+                             SAMPLE_DEFAULTS)
+    assert values["lmbda"] == AdaptiveTilt(target=1000.0, ess=0.5)
+
+
 def test_two_runs_side_by_side(sample_run, tmp_path, capsys):
     base = tmp_path / "base"
     assert _cli(["sample", "sneaker", "bag", *SAMPLE, "--method", "base", "--no-report",

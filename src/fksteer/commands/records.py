@@ -122,12 +122,12 @@ def environment() -> dict[str, Any]:
 
 def _option_text(value: Any) -> str | None:
     """A resolved option value as the command line writes it (None: not expressible)."""
-    from fksteer.smc.config import LinearRamp
+    from fksteer.smc.config import AdaptiveTilt, LinearRamp
 
-    if value is None:
-        return "none"
     if isinstance(value, LinearRamp):
-        return f"ramp:{value.start:g}:{value.end:g}"
+        return f"ramp:{value.start!r}:{value.end!r}"
+    if isinstance(value, AdaptiveTilt):
+        return f"adaptive:{value.target!r}:{value.ess!r}"
     if isinstance(value, (bool, int, float, str)):
         return str(value)
     return None
@@ -136,8 +136,9 @@ def _option_text(value: Any) -> str | None:
 def reproduce_command(command: str, values: dict[str, Any], flags: dict[str, str]) -> str:
     """The ``fksteer COMMAND ...`` line that reruns a run with ``values`` (resolved options).
 
-    ``flags`` maps option names to their flags where they differ from ``--name-with-dashes``.
-    Every option is written out, so the line does not depend on a config file or on defaults.
+    ``flags`` maps the FKConfig fields to their flags (``FK_FIELDS``); every other option is
+    ``--name-with-dashes``. Every option is written out, so the line depends on no config file
+    and no default; a None FKConfig field is written ``none``, another None option left out.
     A value the command line cannot express (e.g. an adaptive tilt from the library) is named
     in a trailing comment.
     """
@@ -152,10 +153,13 @@ def reproduce_command(command: str, values: dict[str, Any], flags: dict[str, str
         if isinstance(value, bool):
             words += [flag] if value else []
             continue
+        if value is None:  # "none" where the option takes it (FKConfig fields), else unset
+            words += [flag, "none"] if name in flags else []
+            continue
         text = _option_text(value)
         if text is None:
             unsaid.append(flag)
-        elif name != "threads" or value is not None:
+        else:
             words += [flag, text]
     prompts = [str(prompt) for prompt in values.get("prompts") or []]
     words += ["--", *prompts] if any(p.startswith("-") for p in prompts) else prompts
