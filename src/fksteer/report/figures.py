@@ -42,11 +42,19 @@ def _pyplot():
 
 
 def _svg(figure) -> str:
+    for axis in figure.axes:  # the x axis counts steps: whole numbers
+        axis.xaxis.set_major_locator(_integers())
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")  # fixed margins: "tight" would draw twice
     _pyplot().close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
+
+
+def _integers():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _figure(width: float = 9.0, height: float = 3.2):
@@ -125,6 +133,7 @@ def dead(runs: Sequence[tuple[str, Any]]) -> str:
     """Particles whose reward was NaN or -inf at each scoring step."""
     figure, axis = _figure(height=2.4)
     _lines(axis, runs, "num_dead", scored_only=True, marker=".")
+    axis.yaxis.set_major_locator(_integers())
     axis.set(xlabel="step", ylabel="dead particles", ylim=(-0.5, None),
              title="dead particles (reward NaN or -inf) at each scoring step")
     _legend(axis, runs)
@@ -171,6 +180,7 @@ def lineage(run: Any, tree: Any, group: int) -> str:
              ylabel="particle", title=f"lineage: {run.prompts[group] or f'group {group}'} "
              "(dark: has a final descendant)")
     axis.grid(False)
+    axis.yaxis.set_major_locator(_integers())
     return _svg(figure)
 
 
@@ -184,6 +194,7 @@ def distinct(runs: Sequence[tuple[str, Any]], trees: Sequence[Any]) -> str:
             axis.step(np.arange(counts.shape[0]), counts[:, group], STYLES[index % 2],
                       where="post", color=_colour(group, run.num_groups),
                       label=name + (f" ({label})" if len(runs) > 1 else ""))
+    axis.yaxis.set_major_locator(_integers())
     axis.set(xlabel="trace step", ylabel="distinct ancestors", ylim=(0, None),
              title="initial particles with descendants (distinct ancestors over time)")
     _legend(axis, runs)

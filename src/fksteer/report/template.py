@@ -42,13 +42,15 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
               height: auto; }
 .sample.text { width: 100%; display: flex; gap: 1em; align-items: baseline; }
 .sample.text .words { flex: 1; font-family: ui-monospace, monospace; font-size: 1.2em; }
-.prompt-text { color: #1d4ed8; font-weight: 600; }
+.prompt-text { color: #1d4ed8; font-weight: 600; border-right: 2px solid #93c5fd;
+               padding-right: 0.25em; margin-right: 0.25em; }
 .badge { color: #d62828; font-weight: 700; }
 .side { display: grid; grid-template-columns: 1fr 1fr; gap: 1.5em; }
 figure.plot { margin: 0.5em 0; }
 figure.plot svg { max-width: 100%; height: auto; }
 .plots img { max-width: 100%; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+pre.command { white-space: pre-wrap; word-break: break-word; }
 details { margin: 0.5em 0; }
 </style>
 </head>
@@ -177,7 +179,8 @@ rewards)</summary>
 <section id="config">
 <h2>Configuration, machine and command</h2>
 {% for block in configs %}<h3>{{ block.label }}</h3>
-{% if block.command %}<p>Reproduce with:</p><pre>{{ block.command }}</pre>{% endif %}
+{% if block.command %}<p>Reproduce with:</p>
+<pre class="command">{{ block.command }}</pre>{% endif %}
 <pre>{{ block.json }}</pre>{% endfor %}
 </section>
 </main>
