@@ -205,8 +205,9 @@ def render_folder(folder: RunFolder) -> str:
     subtitle = ""
     if folder.summary is not None:
         configs.append(_config_block("config.json", folder.summary.config))
-        subtitle = "summary of " + str(folder.summary.config.get("bench") and "bench " +
-                                       str(folder.summary.config["bench"]) or "the run")
+        config = folder.summary.config
+        subtitle = "summary of " + (f"fksteer bench {config['bench']}" if "bench" in config
+                                    else f"fksteer {config.get('command', 'demo --exact')}")
     if folder.run is not None:
         run = folder.run
         tree = Genealogy.of(run)
