@@ -106,6 +106,26 @@ def test_genealogy_matches_following_each_lineage():
             assert set(np.flatnonzero(tree.survives[s, g])) == through
 
 
+def test_images_become_thumbnails_beyond_a_few_dozen_particles(tmp_path):
+    pytest.importorskip("PIL")
+    import base64
+    import io
+
+    from PIL import Image
+
+    from fksteer.report import samples
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), "white").save(buffer, format="PNG")
+    for size in (samples.THUMBNAIL_SIZE, samples.FULL_SIZE):
+        uri = samples._image(buffer.getvalue(), size)
+        shown = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+        assert max(shown.size) == size and shown.size[0] > shown.size[1]  # aspect kept
+    small = io.BytesIO()
+    Image.new("RGB", (16, 16), "white").save(small, format="PNG")
+    assert samples._image(small.getvalue(), 64) == samples.data_uri(small.getvalue())  # as is
+
+
 # -- real runs in a real browser -------------------------------------------------------------
 
 

@@ -108,7 +108,8 @@ def _plots(pairs: list[tuple[str, RunData]], trees: list[Genealogy]) -> dict[str
             "timing": figures.timing(pairs), "distinct": figures.distinct(pairs, trees)}
 
 
-#: ESS below this means one particle holds nearly all the weight (>= ~97.5% of it).
+#: ESS below this means one particle holds nearly all the weight: sum_k W_k^2 <= max_k W_k, so
+#: max_k W_k >= 1 / ESS > 95%.
 COLLAPSED_ESS = 1.05
 
 
