@@ -306,6 +306,25 @@ def test_without_matplotlib_the_page_says_so_and_keeps_the_tables(sample_run, tm
     assert set(SECTIONS) <= _Page(text).ids and len(_Page(text).samples) == 6
 
 
+def test_dead_particles_are_plotted_and_a_nan_reward_shown_as_missing(sample_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    copy = tmp_path / "dead"
+    shutil.copytree(sample_run, copy)
+    steps = [json.loads(line) for line in (copy / "trace.jsonl").read_text().splitlines()]
+    steps[1]["num_dead"] = [1, 0]  # as a run whose reward gave NaN to one particle writes it
+    (copy / "trace.jsonl").write_text("".join(json.dumps(step) + "\n" for step in steps))
+    rows = [json.loads(line) for line in (copy / "results.jsonl").read_text().splitlines()]
+    rows[0]["reward"] = None  # NaN is written as null
+    (copy / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert _cli(["report", copy]) == 0
+    text = (copy / "report.html").read_text()
+    dead = text[text.index('<section id="dead">'):text.index('<section id="timing">')]
+    assert "<svg" in dead and "summed over the scoring steps: 1." in dead
+    first = next(s for s in _Page(text).samples if s["data-particle"] == "0"
+                 and s["data-prompt"] == "sneaker")
+    assert first["data-reward"] == "–"
+
+
 def test_a_summary_folder_shows_its_tables_and_plots(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "exact"

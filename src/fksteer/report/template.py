@@ -148,7 +148,7 @@ end.</p>{% endfor %}{% endfor %}
 <section id="dead">
 <h2>Dead particles</h2>
 {{ plot(figures.dead) }}
-<p>Dead particles in all: {{ dead_total }}.</p>
+<p>Rewards NaN or -inf (dead particles), summed over the scoring steps: {{ dead_total }}.</p>
 </section>
 <section id="timing">
 <h2>Time per step</h2>
