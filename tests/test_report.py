@@ -342,6 +342,10 @@ def test_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     code, _, stderr = run_cli(["report", tmp_path], capsys)
     assert code == 2 and "not an fksteer run folder" in stderr
+    (tmp_path / "exact").mkdir()
+    (tmp_path / "exact" / "report.md").write_text("# bench exact\n")
+    code, _, stderr = run_cli(["report", tmp_path], capsys)  # e.g. a bench all folder
+    assert code == 2 and "holds the folders exact: pass one of them" in stderr
     code, _, stderr = run_cli(["report", tmp_path / "missing"], capsys)
     assert code == 2 and "no such folder" in stderr
     code, _, stderr = run_cli(["report", tmp_path / "notes.txt"], capsys)

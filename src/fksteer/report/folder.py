@@ -184,7 +184,10 @@ def load_folder(path: str | Path) -> RunFolder:
         return RunFolder(path, run, _load_summary(path))
     if any((path / name).exists() for name in RUN_FILES):
         return RunFolder(path, load_run(path), None)
+    inside = sorted(sub.name for sub in path.iterdir() if (sub / "report.md").is_file()
+                    or (sub / "config.json").is_file())
+    hint = f" It holds the folders {', '.join(inside)}: pass one of them." if inside else ""
     raise RunFolderError(
         f"{path} is not an fksteer run folder: it holds none of {', '.join(RUN_FILES)} or "
-        "report.md. Pass the --out folder of fksteer sample, text, demo or bench."
+        f"report.md. Pass the --out folder of fksteer sample, text, demo or bench.{hint}"
     )
