@@ -52,6 +52,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "threads": None,
     "config": None,
     "out": "runs/text",
+    "report": True,
 }
 
 
@@ -140,6 +141,10 @@ def run_text(values: dict[str, Any]) -> str:
     timings = {"load": loaded - started, "steer": steered - loaded}
     with staged_directory(values["out"]) as work:
         _write(work, values, config, prompts, result, timings)
+    if values["report"]:
+        from fksteer.report import write_report
+
+        write_report(values["out"])
     return _report(values, prompts, result, timings)
 
 
@@ -169,7 +174,14 @@ def _texts(result) -> list[list[str]]:
 
 
 def _write(work, values, config, prompts, result, timings) -> None:
-    from fksteer.commands.records import run_summary, write_json, write_jsonl
+    from fksteer.commands.records import (
+        environment,
+        reproduce_command,
+        run_summary,
+        write_json,
+        write_jsonl,
+        write_trace,
+    )
 
     texts = _texts(result)
     records, markdown = [], ["# fksteer text\n"]
@@ -194,8 +206,12 @@ def _write(work, values, config, prompts, result, timings) -> None:
     summary = run_summary(result, prompts, timings)
     summary["best_texts"] = [texts[g][int(result.best[g])] for g in range(len(prompts))]
     write_json(work / "summary.json", summary)
+    write_trace(work, result)
     options = {key: value for key, value in values.items() if key not in FK_FIELDS}
+    rerun = reproduce_command("text", {**values, "prompts": list(prompts), "prompts_file": None},
+                              FK_FIELDS)
     write_json(work / "config.json", {"command": "text", "fk_config": config.to_dict(),
+                                      "reproduce": rerun, "machine": environment(),
                                       **options, "prompts": list(prompts)})
 
 
@@ -208,6 +224,6 @@ def _report(values, prompts, result, timings) -> str:
         best = int(result.best[group])
         lines.append(f"  {prompt!r} -> {texts[group][best]!r} "
                      f"(reward {float(result.rewards[group, best]):.3f})")
-    lines.append(f"results in {values['out']}/ (results.jsonl, texts.md, summary.json, "
-                 "config.json)")
+    lines.append(f"results in {values['out']}/ ({'report.html, ' if values['report'] else ''}"
+                 "results.jsonl, texts.md, trace.jsonl, summary.json, config.json)")
     return "\n".join(lines)

@@ -108,7 +108,10 @@ def steer_particle_parallel(
             (:class:`~fksteer.smc.rows.ParticleRows`, checked by
             :func:`~fksteer.distributed.particle_state.as_shardable`); when a rank runs several
             shards it is replicated (``replicate()``), or pass one model per local shard.
-        reward, config, prompts, method: as for :func:`fksteer.steer`.
+        reward: as for :func:`fksteer.steer`.
+        config: as for :func:`fksteer.steer`.
+        prompts: as for :func:`fksteer.steer`.
+        method: as for :func:`fksteer.steer`.
         seed: the run's seed (an int: every rank must derive the same generators from it).
         num_shards: S, the shards of particles (default: the world size); the result depends on
             S, not on how many ranks run them. S must divide K and the world size must divide S.

@@ -55,6 +55,7 @@ class MaskedLanguageDenoiser(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's weights."""
         return self.token_embedding.weight.device
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

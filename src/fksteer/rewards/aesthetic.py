@@ -98,6 +98,7 @@ class LAIONAesthetic(ImageRewardModel):
         return encoder, head
 
     def load(self) -> Any:
+        """The CLIP image encoder and the aesthetic head (cached by source and device)."""
         key = (
             "laion-aesthetic",
             self.head_source,
@@ -109,6 +110,7 @@ class LAIONAesthetic(ImageRewardModel):
         return cached_model(key, self._load)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The LAION aesthetic score of each image."""
         encoder, head = self.model
         transform = ImageTransform.torchvision_clip(encoder.size, encoder.mean, encoder.std)
         pixels = self.pixels(as_image_batch(samples, self.name), transform)

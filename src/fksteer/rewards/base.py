@@ -163,6 +163,7 @@ class RewardModel:
 
     @property
     def model(self) -> Any:
+        """The loaded model: :meth:`load` on first use, then kept."""
         if self._loaded is None:
             self._loaded = self.load()
         return self._loaded
@@ -179,6 +180,8 @@ class RewardModel:
         raise NotImplementedError
 
     def __call__(self, samples: Any, prompts: Sequence[Any] | None = None) -> torch.Tensor:
+        """Score ``samples`` in chunks of ``batch_size``: (B,) float64 on the CPU, under no_grad;
+        ``prompts``: one per sample, or None."""
         total = len(samples)
         if prompts is not None and len(prompts) != total:
             raise ValueError(
@@ -271,6 +274,7 @@ class FunctionReward(RewardModel):
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
+        """The wrapped function on the batch."""
         return self.fn(samples, prompts)
 
     def __repr__(self) -> str:

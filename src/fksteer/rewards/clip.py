@@ -95,6 +95,7 @@ class CLIPEncoder:
 
     @property
     def logit_scale(self) -> float:
+        """The model's learnt logit scale (its exponential)."""
         return float(self.model.logit_scale.exp())
 
 
@@ -194,6 +195,7 @@ class CLIPScore(_CLIPReward):
         self.scale, self.clamp = float(scale), clamp
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """``scale`` times the cosine of each image and its prompt (clamped at 0 when ``clamp``)."""
         cos = self.cosines(samples, prompts)
         return self.scale * (cos.clamp(min=0.0) if self.clamp else cos)
 
@@ -206,6 +208,7 @@ class PickScore(_CLIPReward):
     default_tokenizer = VIT_H_14
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """PickScore: the logit scale times the cosine of each image and its prompt."""
         return self.model.logit_scale * self.cosines(samples, prompts)
 
 
@@ -266,4 +269,5 @@ class HPSv2(_CLIPReward):
         return ImageTransform.hps_evaluation(encoder.size)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """HPS v2.1: the cosine of each image and its prompt."""
         return self.cosines(samples, prompts)

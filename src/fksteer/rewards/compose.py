@@ -96,6 +96,7 @@ class WeightedSum(RewardModel):
 
     @classmethod
     def of(cls, reward: Any, weight: float = 1.0) -> WeightedSum:
+        """A sum of one term: ``weight`` times ``reward``."""
         return cls([(reward, weight)])
 
     def __add__(self, other: Any) -> WeightedSum:
@@ -132,6 +133,7 @@ class WeightedSum(RewardModel):
         return self._final
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The weighted sum of the terms' scores (terms of weight 0 are not called)."""
         active = [
             (n, r, w)
             for n, r, w in zip(self.names, self.rewards, self.weights, strict=True)
@@ -200,6 +202,7 @@ class Combination(RewardModel):
         return self._final
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The combination of the rewards' scores; each one is kept in ``last_components``."""
         values = _score_all(self.rewards, samples, prompts)  # (B, R)
         self.last_components = {n: values[:, i] for i, n in enumerate(self.names)}
         weights = torch.tensor(self.weights, dtype=torch.float64)

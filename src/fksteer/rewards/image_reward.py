@@ -182,6 +182,7 @@ class ImageReward(ImageRewardModel):
         return vision, text, head, tokenizer
 
     def load(self) -> Any:
+        """The ImageReward model (cached by source, device and dtype)."""
         key = (
             "image-reward",
             self.source,
@@ -193,6 +194,7 @@ class ImageReward(ImageRewardModel):
         return cached_model(key, self._load)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The ImageReward score of each image against its prompt."""
         if prompts is None:
             raise ValueError("ImageReward scores images against their prompts: got no prompts.")
         vision, text, head, tokenizer = self.model

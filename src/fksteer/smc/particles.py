@@ -243,7 +243,9 @@ class ParticleSystem:
         record["reward_seconds"] += times.decode + times.reward
         record["engine_seconds"] += times.permute
         self.nfe += self.plan.num_particles if evaluations is None else evaluations
-        self.trace.append(StepTrace(**record, model_seconds=times.model))
+        self.trace.append(
+            StepTrace(**record, model_seconds=times.model, decode_seconds=times.decode)
+        )
 
     @torch.no_grad()
     def finish(
@@ -285,6 +287,7 @@ class ParticleSystem:
                 model_seconds=0.0,
                 reward_seconds=reward_seconds + times.decode + times.reward,
                 engine_seconds=time.perf_counter() - start,
+                decode_seconds=times.decode,
             )
         )
         return self._result(decoded, rewards)

@@ -150,7 +150,8 @@ class Reward(Protocol):
     intermediate potentials actually applied.
     """
 
-    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any: ...
+    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
+        """B rewards for B samples (``prompts``: one per sample, or None)."""
 
 
 def final_reward(reward: Reward) -> Reward:
