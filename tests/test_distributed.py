@@ -270,8 +270,8 @@ def test_slurm_variables_stand_in_for_torchrun_ones(monkeypatch):
     assert launched()
     assert launch.local_device(torch.device("cuda")) == torch.device("cuda", 3)
     assert launch.local_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(ValueError, match="fksteer text does not run distributed"):
-        launch.refuse_distributed("text")
+    with pytest.raises(ValueError, match="fksteer bench exact does not run distributed"):
+        launch.refuse_distributed("bench exact")
 
 
 def test_models_without_known_per_particle_state_are_refused():
@@ -395,3 +395,28 @@ def test_torchrun_bench_shares_the_units_and_writes_what_one_process_writes(tmp_
         return [{k: v for k, v in r.items() if "seconds" not in k} for r in records]
 
     assert lines(out) == lines(single) and len(lines(single)) > 0
+
+
+@pytest.mark.parametrize("parallel", ["prompts", "particles"])
+def test_torchrun_text_writes_each_particle_once(tmp_path, capsys, parallel):
+    """`fksteer text` under torchrun in both modes; split by prompts it equals one process
+    with per-group seeds, line for line."""
+    pytest.importorskip("tokenizers")
+    from cli_helpers import run_cli
+
+    arguments = ["text", "The best", "You will", "--steps", "4", "--seq-len", "6",
+                 "--num-particles", "4", "--reward", "profanity-words", "--no-report"]
+    out = tmp_path / "torchrun"
+    process = torchrun_fksteer([*arguments, "--parallel", parallel, "--out", str(out)])
+    assert process.stdout.count("particles, NFE") == 1  # rank 0 alone reports
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(line["group"], line["particle"]) for line in lines] == [
+        (g, k) for g in range(2) for k in range(4)
+    ]
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2 and config["parallel"] == parallel
+    if parallel == "prompts":
+        single = tmp_path / "single"
+        code, _, stderr = run_cli([*arguments, "--per-group-seeds", "--out", single], capsys)
+        assert code == 0, stderr
+        assert (out / "results.jsonl").read_text() == (single / "results.jsonl").read_text()

@@ -99,10 +99,10 @@ def _sample(args: argparse.Namespace) -> None:
 def _text(args: argparse.Namespace) -> None:
     from fksteer.commands.options import resolve_options
     from fksteer.commands.text import TEXT_DEFAULTS, run_text
-    from fksteer.distributed.launch import refuse_distributed
 
-    refuse_distributed("text")
-    print(run_text(resolve_options(args, TEXT_DEFAULTS)))
+    report = run_text(resolve_options(args, TEXT_DEFAULTS))
+    if report:  # under torchrun only rank 0 reports
+        print(report)
 
 
 def _with_options(bench, **options):
@@ -246,6 +246,16 @@ def _add_no_report(parser: argparse.ArgumentParser) -> None:
                         help="do not write report.html (fksteer report DIR writes it later)")
 
 
+def _add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """--parallel and --per-group-seeds: how a torchrun launch splits the run."""
+    parser.add_argument("--parallel", choices=("prompts", "particles"),
+                        help="under torchrun: split the prompts (default) or every prompt's "
+                        "particles over the processes")
+    parser.add_argument("--per-group-seeds", action="store_const", const=True,
+                        help="derive each prompt's randomness from (seed, prompt index), as "
+                        "distributed runs do: reproduces a torchrun run in one process")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fksteer import __version__
 
@@ -272,12 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sample, SAMPLE_DEFAULTS)
     sample.add_argument("--guidance-scale", type=float,
                         help="classifier-free guidance scale (default: 1.0)")
-    sample.add_argument("--parallel", choices=("prompts", "particles"),
-                        help="under torchrun: split the prompts (default) or every prompt's "
-                        "particles over the processes")
-    sample.add_argument("--per-group-seeds", action="store_const", const=True,
-                        help="derive each prompt's randomness from (seed, prompt index), as "
-                        "distributed runs do: reproduces a torchrun run in one process")
+    _add_parallel_options(sample)
     sample.set_defaults(handler=_sample)
 
     text = commands.add_parser(
@@ -292,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--seq-len", type=int, help="tokens to generate (default: 32)")
     text.add_argument("--num-x0-samples", type=int,
                       help="clean-sample draws scored per particle (default: 1)")
+    _add_parallel_options(text)
     text.set_defaults(handler=_text)
 
     demo = commands.add_parser(

@@ -53,6 +53,8 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "config": None,
     "out": "runs/text",
     "report": True,
+    "parallel": "prompts",
+    "per_group_seeds": False,
 }
 
 
@@ -100,6 +102,8 @@ def run_text(values: dict[str, Any]) -> str:
     """Validate, steer and write; return a short text report for the terminal."""
     from fksteer.commands.prompts import read_prompts_file
     from fksteer.commands.staging import check_writable, staged_directory
+    from fksteer.distributed.launch import local_device, start_process_group, stop_process_group
+    from fksteer.distributed.modes import steer_in_mode
     from fksteer.rewards import load_reward
     from fksteer.smc.engine import steer
 
@@ -119,7 +123,8 @@ def run_text(values: dict[str, Any]) -> str:
                else list(values["prompts"]))
     if not prompts:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
-    device = resolve_device(values["device"])
+    device = local_device(resolve_device(values["device"]))  # under torchrun: cuda:LOCAL_RANK
+    communicator = start_process_group(device)  # one process unless launched by torchrun
     check_writable(values["out"])
     try:
         reward = load_reward(values["reward"])
@@ -131,16 +136,28 @@ def run_text(values: dict[str, Any]) -> str:
     for prompt in prompts:
         model.prompt_ids(prompt)  # a ValueError names a prompt the model cannot take
     loaded = time.perf_counter()
-    progress = _progress_bar(model.num_steps)
-    result = steer(_WithProgress(model, progress), reward, config, prompts=prompts,
-                   generator=torch.Generator().manual_seed(values["seed"]),
-                   method=values["method"])
+    progress = _progress_bar(model.num_steps) if communicator.is_root else None
+    # one process: one generator, as before; under torchrun (or with per-group seeds) see
+    # fksteer.distributed.modes. Rank 0 gets the whole result and writes; the others None.
+    result = steer_in_mode(
+        lambda group_prompts, generator: steer(
+            _WithProgress(model, progress), reward, config, prompts=group_prompts,
+            generator=generator, method=values["method"]),
+        model, reward, config, prompts, values["seed"], values["method"],
+        parallel=values["parallel"], per_group_seeds=values["per_group_seeds"],
+        communicator=communicator,
+    )
     if progress is not None:
         progress.close()
+    if result is None:
+        stop_process_group()  # waits for rank 0 to finish writing
+        return ""
+    values = {**values, "world_size": communicator.world_size}
     steered = time.perf_counter()
     timings = {"load": loaded - started, "steer": steered - loaded}
     with staged_directory(values["out"]) as work:
         _write(work, values, config, prompts, result, timings)
+    stop_process_group()
     if values["report"]:
         from fksteer.report import write_report
 

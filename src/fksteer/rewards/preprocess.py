@@ -255,6 +255,7 @@ class ImageRewardModel(RewardModel):
 
     @property
     def model(self) -> Any:
+        """The loaded network, shared with the twin of the other preprocessing path."""
         if self._loaded is None:  # a twin may hold it already
             loaded = [t._loaded for t in self._twins.values() if t._loaded is not None]
             self._loaded = loaded[0] if loaded else self.load()
@@ -262,9 +263,12 @@ class ImageRewardModel(RewardModel):
 
     @property
     def final_reward(self) -> ImageRewardModel:
+        """The reward that scores the final samples: the same model, exact preprocessing."""
         return self.with_preprocessing("exact")
 
     def differentiable(self) -> Callable[[Any, Sequence[Any] | None], torch.Tensor]:
+        """The reward for gradient guidance: fast preprocessing (8-bit rounding has no
+        gradient)."""
         twin = self.with_preprocessing("fast")
         return RewardModel.differentiable(twin)
 
