@@ -294,9 +294,9 @@ class _CorrectsFromTheRunningMax(ParticleSystem):
     def finish(self, decoded, **kwargs):
         original = self._rewards
 
-        def final_rewards(decoded, rewards=None, per_particle=1):
+        def final_rewards(decoded, rewards=None, per_particle=1, **kwargs):
             running = self.potential_state["running_max"]
-            return torch.maximum(running, original(decoded, rewards, per_particle))
+            return torch.maximum(running, original(decoded, rewards, per_particle, **kwargs))
 
         self._rewards = final_rewards
         return super().finish(decoded, **kwargs)
