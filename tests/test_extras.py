@@ -67,3 +67,17 @@ def test_the_command_line_names_the_extra_when_a_library_is_missing(argv, extra,
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("fksteer: error:") and f"pip install 'fksteer[{extra}]'" in last
     assert not (tmp_path / "run").exists()
+
+
+def test_the_embedded_image_model_names_its_extra_when_diffusers_is_missing():
+    program = ("import sys; sys.modules['diffusers'] = None\n"
+               "from fksteer.embedded.image_model import load_image_model\n"
+               "try:\n    load_image_model()\nexcept ModuleNotFoundError as error:\n"
+               "    print(error.name, '|', error)\n")
+    source = str(Path(fksteer.__file__).resolve().parent.parent)
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": source}, check=True)
+    name, message = run.stdout.strip().split(" | ")
+    assert name == "diffusers"
+    assert message.startswith("the embedded image model needs")
+    assert "pip install 'fksteer[diffusers]'" in message

@@ -1,7 +1,8 @@
 """The optional dependencies: which pip extra of fksteer installs a missing module.
 
-    from fksteer.extras import missing_extra_hint
+    from fksteer.extras import missing_extra_hint, require_extra
     missing_extra_hint(error)   # "pip install 'fksteer[diffusers]'" for No module named diffusers
+    diffusers = require_extra("diffusers", "the embedded image model")   # or that hint
 
 Standard library only, so that the command line can explain a missing module without
 importing anything heavy.
@@ -9,7 +10,10 @@ importing anything heavy.
 
 from __future__ import annotations
 
-__all__ = ["EXTRA_OF_MODULE", "missing_extra_hint", "with_install_hint"]
+import importlib
+from types import ModuleType
+
+__all__ = ["EXTRA_OF_MODULE", "missing_extra_hint", "require_extra", "with_install_hint"]
 
 #: top-level module -> the smallest fksteer extra that installs it (``all`` installs every one)
 EXTRA_OF_MODULE = {
@@ -47,3 +51,16 @@ def with_install_hint(error: BaseException) -> str:
     if hint is None or "pip install" in message:
         return message
     return f"{message}: install it with {hint} (or 'fksteer[all]' for every extra)"
+
+
+def require_extra(module: str, what: str) -> ModuleType:
+    """Import ``module``; if it (or a module it needs) is missing, say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        install = missing_extra_hint(error) or f"pip install {error.name}"
+        raise ModuleNotFoundError(
+            f"{what} needs the Python package {error.name!r}, which is not installed: "
+            f"{install} (or 'fksteer[all]' for every extra)",
+            name=error.name,
+        ) from error
