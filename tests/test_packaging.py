@@ -37,7 +37,7 @@ def _digest(data: bytes) -> str:
 
 def _build(source: Path, out: Path, kind: str) -> None:
     build = subprocess.run([sys.executable, "-m", "build", kind, "--outdir", str(out),
-                            str(source)], capture_output=True, text=True)
+                            str(source)], capture_output=True, text=True, cwd=out)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
 
 
@@ -87,5 +87,6 @@ def test_the_sdist_carries_the_tests_and_training_scripts(distributions):
 def test_twine_check_passes(distributions):
     pytest.importorskip("twine")
     check = subprocess.run([sys.executable, "-m", "twine", "check", "--strict",
-                            *map(str, distributions.values())], capture_output=True, text=True)
+                            *map(str, distributions.values())], capture_output=True, text=True,
+                           cwd=distributions["wheel"].parent)
     assert check.returncode == 0, check.stdout + check.stderr
