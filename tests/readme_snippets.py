@@ -173,17 +173,31 @@ def run_python(snippet: Snippet) -> dict:
     return {**result, "error": None}
 
 
+@contextlib.contextmanager
+def _directory(path: Path):
+    """Run in a fresh directory ``path``: each snippet writes its own runs/."""
+    path.mkdir(parents=True)
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def run_all(readme: Path) -> list[dict]:
     """Every python block and every fksteer command of ``readme``, in order (a command written
-    twice runs once)."""
+    twice runs once), each in its own subdirectory of the working directory."""
     results, ran = [], {}
     for snippet in snippets(readme):
         if snippet.language == "python":
-            results.append(run_python(snippet))
+            with _directory(Path(f"{len(results)}-line{snippet.line}")):
+                results.append(run_python(snippet))
         elif snippet.language == "bash":
             for command in commands(snippet):
                 if command.argv not in ran:
-                    ran[command.argv] = run_command(command)
+                    with _directory(Path(f"{len(results)}-line{command.line}")):
+                        ran[command.argv] = run_command(command)
                 results.append({**ran[command.argv], "name": command.name})
     return results
 
