@@ -91,6 +91,8 @@ def test_command_line_parses_and_runs(command, results):
 
 def test_the_readme_test_command_is_what_ci_runs():
     """The quick start's install-and-test line is .ci/run's last line, word for word."""
+    if not (ROOT / ".ci" / "run").is_file():
+        pytest.skip("no .ci/run here (a source distribution)")
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     quick_start = next(s for s in SNIPPETS if s.language == "bash")
     assert ci in quick_start.code.splitlines()
