@@ -8,8 +8,10 @@ the hub's own error; ``bash`` blocks hold ``fksteer`` command lines (also after 
 or ``python -m``), each parsed by the real parser and run in-process with ``--steps 2`` (the
 commands' other settings as written, ``--device cuda`` on the CPU where there is no GPU). A
 command that names what is not here (a hub model or reward, a file the README does not ship)
-must end with exit 2 and one ``fksteer: error:`` line; every other one must exit 0. ``bench``
-commands are parsed only (the suites take minutes to an hour; their quick variants have tests).
+must end with exit 2 and one ``fksteer: error:`` line; every other one must exit 0. Each runs
+in its own directory; ``fksteer report`` where an earlier command wrote the folders it reads.
+``bench`` commands are parsed only (the suites take minutes to an hour; their quick variants
+have tests).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = ["Command", "Snippet", "commands", "run_all", "snippets"]
 HUB_REWARDS = ("clip-score", "pickscore", "hpsv2", "aesthetic", "image-reward", "hf-classifier",
                "lm-likelihood")
 EMBEDDED_MODELS = ("embedded", "embedded-weak", "embedded-strong")
+#: the commands that take --steps (the others run as written)
+STEPPED = ("sample", "text", "demo")
 
 
 @dataclass(frozen=True)
@@ -114,14 +118,15 @@ def needs_absent(argv: list[str]) -> str | None:
 
 
 def runnable(argv: list[str]) -> list[str]:
-    """The argv run here: two denoising steps, and the CPU where the command asks for CUDA."""
+    """The argv run here: two denoising steps (commands that step), and the CPU where the
+    command asks for CUDA."""
     import torch
 
     argv = list(argv)
     device = _option(argv, "--device")
     if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
         argv[argv.index("--device") + 1] = "cpu"
-    return [*argv, "--steps", "2"]
+    return [*argv, "--steps", "2"] if argv[0] in STEPPED else argv
 
 
 def run_command(command: Command) -> dict:
@@ -175,8 +180,8 @@ def run_python(snippet: Snippet) -> dict:
 
 @contextlib.contextmanager
 def _directory(path: Path):
-    """Run in a fresh directory ``path``: each snippet writes its own runs/."""
-    path.mkdir(parents=True)
+    """Run in the directory ``path`` (made if missing)."""
+    path.mkdir(parents=True, exist_ok=True)
     before = Path.cwd()
     os.chdir(path)
     try:
@@ -185,10 +190,20 @@ def _directory(path: Path):
         os.chdir(before)
 
 
+def _reader_directory(argv: tuple[str, ...], written: list[Path]) -> Path | None:
+    """Where an earlier command wrote every run folder that ``fksteer report`` reads."""
+    folders = [arg for arg in argv[1:] if not arg.startswith("-")]
+    for directory in reversed(written):
+        if all((directory / folder).is_dir() for folder in folders):
+            return directory
+    return None
+
+
 def run_all(readme: Path) -> list[dict]:
     """Every python block and every fksteer command of ``readme``, in order (a command written
-    twice runs once), each in its own subdirectory of the working directory."""
-    results, ran = [], {}
+    twice runs once), each in its own subdirectory of the working directory; ``fksteer
+    report`` runs where an earlier command wrote the folders it reads."""
+    results, ran, written = [], {}, []
     for snippet in snippets(readme):
         if snippet.language == "python":
             with _directory(Path(f"{len(results)}-line{snippet.line}")):
@@ -196,7 +211,11 @@ def run_all(readme: Path) -> list[dict]:
         elif snippet.language == "bash":
             for command in commands(snippet):
                 if command.argv not in ran:
-                    with _directory(Path(f"{len(results)}-line{command.line}")):
+                    directory = Path(f"{len(results)}-line{command.line}").resolve()
+                    if command.argv[0] == "report":
+                        directory = _reader_directory(command.argv, written) or directory
+                    written.append(directory)
+                    with _directory(directory):
                         ran[command.argv] = run_command(command)
                 results.append({**ran[command.argv], "name": command.name})
     return results

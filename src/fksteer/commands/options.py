@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.config_file import read_config_file
-from fksteer.smc.config import METHODS, POTENTIALS, FKConfig, LinearRamp
+from fksteer.smc.config import METHODS, POTENTIALS, AdaptiveTilt, FKConfig, LinearRamp
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 
 if TYPE_CHECKING:
@@ -65,8 +65,26 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def parse_lambda(value: Any) -> float | LinearRamp:
-    """A float, ``ramp:START:END`` (or a mapping ``{start, end}``) -> lambda or LinearRamp."""
+def parse_lambda(value: Any) -> float | LinearRamp | AdaptiveTilt:
+    """A float, ``ramp:START:END`` (or a mapping ``{start, end}``) -> lambda or LinearRamp;
+    ``adaptive:TARGET[:ESS]`` -> AdaptiveTilt (each scoring step's lambda chosen to keep a
+    conditional ESS of ESS * K, default 0.5, ending at exactly TARGET)."""
+    if isinstance(value, AdaptiveTilt):
+        return value
+    text = str(value).strip() if isinstance(value, str) else ""
+    if text.startswith("adaptive:"):
+        parts = text[len("adaptive:"):].split(":")
+        try:
+            if len(parts) > 2:
+                raise ValueError
+            numbers = [float(part) for part in parts]
+            return AdaptiveTilt(*numbers)
+        except (TypeError, ValueError) as error:
+            detail = f" ({error})" if str(error) else ""
+            raise ValueError(
+                f"--lmbda {value!r}: pass adaptive:TARGET or adaptive:TARGET:ESS, e.g. "
+                f"adaptive:10:0.5{detail}."
+            ) from None
     return parse_schedule(value, "--lmbda")
 
 
@@ -95,6 +113,7 @@ def parse_schedule(value: Any, option: str) -> float | LinearRamp:
 
 
 def parse_optional_float(option: str) -> Callable[[Any], float | None]:
+    """A parser of a float or ``none`` for ``option``; its ValueError names the option."""
     def parse(value: Any) -> float | None:
         if value is None or str(value).strip().lower() == "none":
             return None
@@ -107,6 +126,7 @@ def parse_optional_float(option: str) -> Callable[[Any], float | None]:
 
 
 def parse_optional_int(option: str) -> Callable[[Any], int | None]:
+    """A parser of an int or ``none`` for ``option``; its ValueError names the option."""
     def parse(value: Any) -> int | None:
         if value is None or str(value).strip().lower() == "none":
             return None
@@ -155,8 +175,9 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     fk.add_argument("--potential", choices=POTENTIALS,
                     help=f"potential (default: {defaults['potential']})")
     fk.add_argument("--lmbda", "--lambda", dest="lmbda", type=_argparse_type(parse_lambda),
-                    metavar="LAMBDA", help="tilt: a number, or ramp:START:END for a linear "
-                    f"ramp (default: {defaults['lmbda']})")
+                    metavar="LAMBDA", help="tilt: a number, ramp:START:END for a linear "
+                    "ramp, or adaptive:TARGET[:ESS] to choose each step's lambda from the "
+                    f"particles (default: {defaults['lmbda']})")
     fk.add_argument("--resampling", choices=sorted(RESAMPLING_SCHEMES),
                     help=f"resampling scheme (default: {defaults['resampling']})")
     fk.add_argument("--ess-threshold", metavar="FRACTION",
@@ -187,6 +208,8 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     run.add_argument("--seed", type=int, help=f"random seed (default: {defaults['seed']})")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for embedded "
                      "models, else torch's choice)")
+    run.add_argument("--no-report", dest="report", action="store_const", const=False,
+                     help="do not write report.html (fksteer report DIR writes it later)")
     run.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of these options; "
                      "the command line overrides it")
     run.add_argument("--out", metavar="DIR", help=f"output directory (default: {defaults['out']})")

@@ -53,6 +53,9 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "threads": None,
     "config": None,
     "out": "runs/text",
+    "report": True,
+    "parallel": "prompts",
+    "per_group_seeds": False,
 }
 
 
@@ -98,10 +101,10 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
 
 def run_text(values: dict[str, Any]) -> str:
     """Validate, steer and write; return a short text report for the terminal."""
-    import torch
-
     from fksteer.commands.prompts import read_prompts_file
     from fksteer.commands.staging import check_writable, staged_directory
+    from fksteer.distributed.launch import local_device, start_process_group, stop_process_group
+    from fksteer.distributed.modes import steer_in_mode
     from fksteer.rewards import load_reward
     from fksteer.smc.engine import steer
 
@@ -121,7 +124,8 @@ def run_text(values: dict[str, Any]) -> str:
                else list(values["prompts"]))
     if not prompts:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
-    device = resolve_device(values["device"])
+    device = local_device(resolve_device(values["device"]))  # under torchrun: cuda:LOCAL_RANK
+    communicator = start_process_group(device)  # one process unless launched by torchrun
     check_writable(values["out"])
     try:
         reward = load_reward(values["reward"])
@@ -133,16 +137,32 @@ def run_text(values: dict[str, Any]) -> str:
     for prompt in prompts:
         model.prompt_ids(prompt)  # a ValueError names a prompt the model cannot take
     loaded = time.perf_counter()
-    progress = _progress_bar(model.num_steps)
-    result = steer(_WithProgress(model, progress), reward, config, prompts=prompts,
-                   generator=torch.Generator().manual_seed(values["seed"]),
-                   method=values["method"])
+    progress = _progress_bar(model.num_steps) if communicator.is_root else None
+    # one process: one generator, as before; under torchrun (or with per-group seeds) see
+    # fksteer.distributed.modes. Rank 0 gets the whole result and writes; the others None.
+    result = steer_in_mode(
+        lambda group_prompts, generator: steer(
+            _WithProgress(model, progress), reward, config, prompts=group_prompts,
+            generator=generator, method=values["method"]),
+        model, reward, config, prompts, values["seed"], values["method"],
+        parallel=values["parallel"], per_group_seeds=values["per_group_seeds"],
+        communicator=communicator,
+    )
     if progress is not None:
         progress.close()
+    if result is None:
+        stop_process_group()  # waits for rank 0 to finish writing
+        return ""
+    values = {**values, "world_size": communicator.world_size}
     steered = time.perf_counter()
     timings = {"load": loaded - started, "steer": steered - loaded}
     with staged_directory(values["out"]) as work:
         _write(work, values, config, prompts, result, timings)
+    stop_process_group()
+    if values["report"]:
+        from fksteer.report import write_report
+
+        write_report(values["out"])
     return _report(values, prompts, result, timings)
 
 
@@ -174,7 +194,14 @@ def _texts(result) -> list[list[str]]:
 def _write(work, values, config, prompts, result, timings) -> None:
     import torch
 
-    from fksteer.commands.records import run_summary, write_json, write_jsonl
+    from fksteer.commands.records import (
+        environment,
+        reproduce_command,
+        run_summary,
+        write_json,
+        write_jsonl,
+        write_trace,
+    )
 
     texts = _texts(result)
     records, markdown = [], ["# fksteer text\n"]
@@ -199,8 +226,12 @@ def _write(work, values, config, prompts, result, timings) -> None:
     summary = run_summary(result, prompts, timings)
     summary["best_texts"] = [texts[g][int(result.best[g])] for g in range(len(prompts))]
     write_json(work / "summary.json", summary)
+    write_trace(work, result)
     options = {key: value for key, value in values.items() if key not in FK_FIELDS}
+    rerun = reproduce_command("text", {**values, "prompts": list(prompts), "prompts_file": None},
+                              FK_FIELDS)
     write_json(work / "config.json", {"command": "text", "fk_config": config.to_dict(),
+                                      "reproduce": rerun, "machine": environment(),
                                       **options, "prompts": list(prompts)})
 
 
@@ -213,6 +244,6 @@ def _report(values, prompts, result, timings) -> str:
         best = int(result.best[group])
         lines.append(f"  {prompt!r} -> {texts[group][best]!r} "
                      f"(reward {float(result.rewards[group, best]):.3f})")
-    lines.append(f"results in {values['out']}/ (results.jsonl, texts.md, summary.json, "
-                 "config.json)")
+    lines.append(f"results in {values['out']}/ ({'report.html, ' if values['report'] else ''}"
+                 "results.jsonl, texts.md, trace.jsonl, summary.json, config.json)")
     return "\n".join(lines)

@@ -45,17 +45,21 @@ class GuidedClassUNet(nn.Module):
 
     @property
     def config(self) -> Any:
+        """The wrapped UNet's config."""
         return self.unet.config
 
     @property
     def device(self) -> torch.device:
+        """The wrapped UNet's device."""
         return self.unet.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The wrapped UNet's dtype."""
         return self.unet.dtype
 
     def forward(self, sample, timestep, class_labels=None, return_dict: bool = False):
+        """The UNet's output, with classifier-free guidance when ``guidance_scale`` is not 1."""
         if class_labels is None or self.guidance_scale == 1.0:
             return self.unet(sample, timestep, class_labels=class_labels, return_dict=return_dict)
         null = torch.full_like(class_labels, self.null_class)
@@ -79,6 +83,8 @@ class ClassNameModel(ModelWrapper):
         self.class_names = tuple(class_names)
 
     def class_id(self, prompt: Any) -> int:
+        """The class index of ``prompt`` (a class name, any case, or an index); a ValueError lists
+        them."""
         if isinstance(prompt, int) and 0 <= prompt < len(self.class_names):
             return prompt
         if isinstance(prompt, str) and prompt.strip().lower() in self.class_names:
@@ -89,6 +95,7 @@ class ClassNameModel(ModelWrapper):
         )
 
     def init(self, prompts, num_particles, generator):
+        """Initial noise for each prompt's particles, conditioned on the prompts' classes."""
         if any(prompt is None for prompt in prompts):
             raise ValueError(
                 f"this model needs a class name per prompt: one of {', '.join(self.class_names)}."

@@ -62,6 +62,7 @@ class MaskedLanguageDenoiser(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's weights."""
         return self.token_embedding.weight.device
 
     def forward(
