@@ -18,7 +18,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.config_file import read_config_file
-from fksteer.smc.config import METHODS, POTENTIALS, AdaptiveTilt, FKConfig, LinearRamp
+from fksteer.smc.config import (
+    METHODS,
+    POTENTIALS,
+    AdaptiveTilt,
+    FKConfig,
+    LargestTilt,
+    LinearRamp,
+)
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 
 if TYPE_CHECKING:
@@ -65,26 +72,30 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def parse_lambda(value: Any) -> float | LinearRamp | AdaptiveTilt:
+def parse_lambda(value: Any) -> float | LinearRamp | AdaptiveTilt | LargestTilt:
     """A float, ``ramp:START:END`` (or a mapping ``{start, end}``) -> lambda or LinearRamp;
     ``adaptive:TARGET[:ESS]`` -> AdaptiveTilt (each scoring step's lambda chosen to keep a
-    conditional ESS of ESS * K, default 0.5, ending at exactly TARGET)."""
-    if isinstance(value, AdaptiveTilt):
+    conditional ESS of ESS * K, default 0.5, ending at exactly TARGET);
+    ``largest:CAP[:ESS]`` -> LargestTilt (the final lambda_hat <= CAP chosen per prompt so that
+    the final ESS stays at least ESS * K, default 0.5: the target is p exp(lambda_hat r))."""
+    if isinstance(value, (AdaptiveTilt, LargestTilt)):
         return value
     text = str(value).strip() if isinstance(value, str) else ""
-    if text.startswith("adaptive:"):
-        parts = text[len("adaptive:"):].split(":")
+    for prefix, build, usage in (
+        ("adaptive:", AdaptiveTilt, "adaptive:TARGET or adaptive:TARGET:ESS, e.g. adaptive:10:0.5"),
+        ("largest:", lambda cap, ess=0.5: LargestTilt(cap, final_ess=ess),
+         "largest:CAP or largest:CAP:ESS, e.g. largest:100:0.5"),
+    ):
+        if not text.startswith(prefix):
+            continue
+        parts = text[len(prefix):].split(":")
         try:
             if len(parts) > 2:
                 raise ValueError
-            numbers = [float(part) for part in parts]
-            return AdaptiveTilt(*numbers)
+            return build(*[float(part) for part in parts])
         except (TypeError, ValueError) as error:
             detail = f" ({error})" if str(error) else ""
-            raise ValueError(
-                f"--lmbda {value!r}: pass adaptive:TARGET or adaptive:TARGET:ESS, e.g. "
-                f"adaptive:10:0.5{detail}."
-            ) from None
+            raise ValueError(f"--lmbda {value!r}: pass {usage}{detail}.") from None
     return parse_schedule(value, "--lmbda")
 
 
@@ -176,8 +187,9 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     help=f"potential (default: {defaults['potential']})")
     fk.add_argument("--lmbda", "--lambda", dest="lmbda", type=_argparse_type(parse_lambda),
                     metavar="LAMBDA", help="tilt: a number, ramp:START:END for a linear "
-                    "ramp, or adaptive:TARGET[:ESS] to choose each step's lambda from the "
-                    f"particles (default: {defaults['lmbda']})")
+                    "ramp, adaptive:TARGET[:ESS] to choose each step's lambda from the "
+                    "particles, or largest:CAP[:ESS] for the largest final lambda <= CAP that "
+                    f"keeps ESS * K (default: {defaults['lmbda']})")
     fk.add_argument("--resampling", choices=sorted(RESAMPLING_SCHEMES),
                     help=f"resampling scheme (default: {defaults['resampling']})")
     fk.add_argument("--ess-threshold", metavar="FRACTION",

@@ -122,12 +122,14 @@ def environment() -> dict[str, Any]:
 
 def _option_text(value: Any) -> str | None:
     """A resolved option value as the command line writes it (None: not expressible)."""
-    from fksteer.smc.config import AdaptiveTilt, LinearRamp
+    from fksteer.smc.config import AdaptiveTilt, LargestTilt, LinearRamp
 
     if isinstance(value, LinearRamp):
         return f"ramp:{value.start!r}:{value.end!r}"
-    if isinstance(value, AdaptiveTilt):
+    if isinstance(value, AdaptiveTilt) and value.pace == "ramp":
         return f"adaptive:{value.target!r}:{value.ess!r}"
+    if isinstance(value, LargestTilt) and (value.ess, value.pace) == (0.5, "greedy"):
+        return f"largest:{value.cap!r}:{value.final_ess!r}"
     if isinstance(value, (bool, int, float, str)):
         return str(value)
     return None
