@@ -460,7 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except (ValueError, FileNotFoundError, ImportError) as error:
-        message = " ".join(str(error).split())  # one line
+        from fksteer.extras import with_install_hint
+
+        message = " ".join(with_install_hint(error).split())  # one line
         print(f"fksteer: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -18,18 +18,19 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.options import (
-    DTYPES,
     FK_FIELDS,
     build_fk_config,
     resolve_device,
     set_threads,
+    torch_dtype,
 )
 from fksteer.smc.config import FKConfig
+
+if TYPE_CHECKING:  # annotations only: the parser imports this module without torch
+    import torch
 
 __all__ = [
     "SAMPLE_DEFAULTS", "EMBEDDED_REWARD", "run_sample", "load_image_reward", "write_image_run"
@@ -112,7 +113,7 @@ def run_sample(values: dict[str, Any]) -> str:
     communicator = start_process_group(device)  # one process unless launched by torchrun
     check_writable(values["out"])
     runner = load_image_runner(values["model"], values["steps"], values["guidance_scale"],
-                               device, DTYPES[values["dtype"]])
+                               device, torch_dtype(values["dtype"]))
     prompts = runner.check_prompts(prompts)
     reward = load_image_reward(values["reward"], runner.embedded, device)
     loaded = time.perf_counter()

@@ -18,19 +18,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.options import (
-    DTYPES,
     FK_FIELDS,
     build_fk_config,
     resolve_device,
     set_threads,
+    torch_dtype,
 )
 from fksteer.smc.config import FKConfig
 from fksteer.smc.wrapper import ModelWrapper
+
+if TYPE_CHECKING:  # the parser imports this module without torch
+    import torch
 
 __all__ = ["TEXT_DEFAULTS", "run_text", "load_text_runner"]
 
@@ -132,7 +133,7 @@ def run_text(values: dict[str, Any]) -> str:
         raise ValueError(f"--reward: {error}") from None
     except ImportError as error:
         raise ImportError(f"--reward {values['reward']}: {error}") from None
-    model = load_text_runner(values, device, DTYPES[values["dtype"]])
+    model = load_text_runner(values, device, torch_dtype(values["dtype"]))
     for prompt in prompts:
         model.prompt_ids(prompt)  # a ValueError names a prompt the model cannot take
     loaded = time.perf_counter()
@@ -191,6 +192,8 @@ def _texts(result) -> list[list[str]]:
 
 
 def _write(work, values, config, prompts, result, timings) -> None:
+    import torch
+
     from fksteer.commands.records import (
         environment,
         reproduce_command,

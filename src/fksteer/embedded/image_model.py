@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fksteer.embedded.fashion import CLASS_NAMES
+from fksteer.extras import require_extra
 from fksteer.smc.wrapper import ModelWrapper
 
 __all__ = ["GuidedClassUNet", "ClassNameModel", "load_image_model", "IMAGE_MODEL_DIR"]
@@ -105,8 +106,7 @@ class ClassNameModel(ModelWrapper):
 
 def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:
     """The trained ``UNet2DModel`` (EMA weights) of ``size``, in eval mode on the CPU."""
-    from diffusers import UNet2DModel
-
+    diffusers = require_extra("diffusers", "the embedded image model")
     if size not in SIZES:
         raise ValueError(f"size={size!r}: choose one of {', '.join(SIZES)}.")
     folder = directory / f"fashion16-{size}"
@@ -115,7 +115,7 @@ def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:
             f"{folder} not found: train it with `python scripts/train_image_models.py --size "
             f"{size}`."
         )
-    return UNet2DModel.from_pretrained(folder).eval()
+    return diffusers.UNet2DModel.from_pretrained(folder).eval()
 
 
 def load_image_model(
@@ -133,11 +133,11 @@ def load_image_model(
     :class:`~fksteer.integrations.diffusers.unet.UNetStepModel` (e.g. ``denoiser_batch_size``).
     The model's NFE counts one guided evaluation per particle and step (two UNet passes).
     """
+    unet = load_unet(size, directory)  # first: a missing diffusers names its extra
     from diffusers import DDIMScheduler, DDPMScheduler
 
     from fksteer.integrations.diffusers.unet import UNetStepModel
 
-    unet = load_unet(size, directory)
     folder = directory / f"fashion16-{size}"
     if scheduler == "ddpm":
         noise_scheduler, step_kwargs = DDPMScheduler.from_pretrained(folder), {}

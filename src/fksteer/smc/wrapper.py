@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fksteer.smc.rows import has_particle_rows, permute_particles, permute_rows
+
+if TYPE_CHECKING:  # annotations only: the command line's parser loads this without torch
+    import torch
 
 __all__ = ["ModelWrapper"]
 
