@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.smc.config import FKConfig
 from fksteer.smc.engine import steer
 
@@ -116,8 +117,9 @@ def run_overhead_bench(bench: OverheadBenchConfig, out_dir: str | Path, progress
     report.md, overhead.png. Returns {"seconds": {variant: median}, "ratio": {variant: median /
     median of stock}, "paired_ratio": {variant: median over rounds of variant / stock}}."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", {"bench": "overhead", **asdict(bench),
-                                         "torch_threads": torch.get_num_threads()})
+    config = {"bench": "overhead", **asdict(bench), "machine": machine_info()}
+    check_resumable(out_dir, config, may_change=("repeats",))
+    write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", ("variant", "repeat"))
     pipe = build_pipeline(bench)
     for variant in VARIANTS:  # warm-up: first calls pay for lazy initialisation
@@ -134,12 +136,13 @@ def run_overhead_bench(bench: OverheadBenchConfig, out_dir: str | Path, progress
             "torch_threads": torch.get_num_threads(),
             **timing,
         })
+    current = [r for r in records.records if r["repeat"] < bench.repeats]  # fewer repeats now
     medians = {
-        v: statistics.median(r["seconds"] for r in records.records if r["variant"] == v)
+        v: statistics.median(r["seconds"] for r in current if r["variant"] == v)
         for v in VARIANTS
     }
     ratios = {v: medians[v] / medians["stock"] for v in VARIANTS}
-    seconds = {(r["variant"], r["repeat"]): r["seconds"] for r in records.records}
+    seconds = {(r["variant"], r["repeat"]): r["seconds"] for r in current}
     paired = {  # median over rounds of the ratio within a round: robust to slow phases
         v: statistics.median(
             seconds[v, k] / seconds["stock", k]

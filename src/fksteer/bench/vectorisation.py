@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import FKConfig
 from fksteer.smc.engine import steer
@@ -62,7 +63,9 @@ def run_vectorisation_bench(
     """Run into ``out_dir``: config.json, results.jsonl (one line per G and repeat), report.md,
     time_vs_groups.png. Returns {"seconds": {G: median}, "ratio": {G: median / median at G=1}}."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", {"bench": "vectorisation", **asdict(bench)})
+    config = {"bench": "vectorisation", **asdict(bench), "machine": machine_info()}
+    check_resumable(out_dir, config, may_change=("groups", "repeats"))
+    write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", ("num_groups", "repeat"))
     time_one(bench, 1, seed=0)  # warm-up: first calls pay for lazy initialisation
     work = [(repeat, g) for repeat in range(bench.repeats) for g in bench.groups]
@@ -78,7 +81,8 @@ def run_vectorisation_bench(
             "torch_threads": torch.get_num_threads(),
         })
     medians = {
-        g: statistics.median(r["seconds"] for r in records.records if r["num_groups"] == g)
+        g: statistics.median(r["seconds"] for r in records.records
+                             if r["num_groups"] == g and r["repeat"] < bench.repeats)
         for g in bench.groups
     }
     ratios = {g: medians[g] / medians[1] for g in bench.groups}
