@@ -12,8 +12,8 @@ import json
 from dataclasses import replace
 
 import pytest
-
 from cli_helpers import run_cli
+
 from fksteer.bench.suite import check_resumable
 
 EXACT = ["bench", "exact", "--particles", "4", "--seeds", "1", "--replicas", "4"]
