@@ -44,7 +44,7 @@ def test_exact_more_seeds_add_units_and_fewer_seeds_report_only_theirs(tmp_path,
     assert {r["seed"] for r in lines(out / "results.jsonl")} == {0, 1}
     assert run_cli([*EXACT, "--out", out], capsys)[0] == 0  # --seeds 1: a subset, resumed
     report = (out / "report.md").read_text()
-    assert "mean over 1 seed(s)" in report
+    assert "mean over 1 seed of" in report
     # each cell of the one-seed report is that seed's value alone (no interval, no seed 1)
     seed0 = [r for r in lines(out / "results.jsonl")
              if r["seed"] == 0 and r["method"] == "fk-difference"][0]
@@ -88,7 +88,7 @@ def test_vectorisation_refuses_other_particles_and_reports_current_repeats(tmp_p
     run_vectorisation_bench(bench, tmp_path)
     run_vectorisation_bench(replace(bench, repeats=1), tmp_path)  # a subset: resumes
     assert len(lines(tmp_path / "results.jsonl")) == 4
-    assert "median of 1 interleaved repeats" in (tmp_path / "report.md").read_text()
+    assert "median of 1 interleaved repeat," in (tmp_path / "report.md").read_text()
     with pytest.raises(ValueError, match="num_particles is 4 there and 8 here"):
         run_vectorisation_bench(replace(bench, num_particles=8), tmp_path)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, mean_and_ci, write_json
+from fksteer.bench.records import RecordFile, counted, markdown_table, mean_and_ci, write_json
 from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import POTENTIALS, FKConfig
@@ -163,7 +163,8 @@ def summarise(bench: ExactBenchConfig, records: list[dict]) -> tuple[str, dict]:
         f"Target: the rare component (1% prior mass) holds {float(target.weights[-1]):.3f} of the "
         f"tilted mass; log Z = {target.log_normaliser:.4f}. {bench.num_steps} steps, "
         f"FK resamples every {bench.resample_every} steps ({bench.resampling}). Each cell: mean "
-        f"over {bench.seeds} seed(s) of the average over {bench.replicas} independent runs, "
+        f"over {counted(bench.seeds, 'seed')} of the average over {bench.replicas} independent "
+        "runs, "
         "+- a 95% confidence interval over seeds. All methods use the same NFE at equal N.\n",
     ]
     slopes: dict[str, dict[str, float]] = {}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import RecordFile, counted, markdown_table, write_json
 from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.smc.config import FKConfig
 from fksteer.smc.engine import steer
@@ -161,9 +161,10 @@ def run_overhead_bench(bench: OverheadBenchConfig, out_dir: str | Path, progress
         "# bench overhead\n\n"
         f"DDPMPipeline over a random-weight UNet2DModel ({parameters / 1e6:.2f}M parameters, "
         f"{bench.image_size}x{bench.image_size}, 1 channel), K = {bench.num_particles} "
-        f"particles, {bench.num_steps} DDPM steps, on CPU with {torch.get_num_threads()} torch "
-        "threads. FK scores a cheap reward (mean brightness) and resamples at every step. "
-        f"Median of {bench.repeats} interleaved repeats.\n\n"
+        f"particles, {bench.num_steps} DDPM steps, on CPU with "
+        f"{counted(torch.get_num_threads(), 'torch thread')}. FK scores a cheap reward (mean "
+        "brightness) and resamples at every step. "
+        f"Median of {counted(bench.repeats, 'interleaved repeat')}.\n\n"
         + markdown_table(
             ["variant", "median seconds", "median / stock median",
              "median of per-round ratios", "extra ms per step"],

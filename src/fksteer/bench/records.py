@@ -16,7 +16,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordFile", "write_json", "markdown_table", "mean_and_ci", "mean_and_t_ci"]
+__all__ = [
+    "RecordFile", "write_json", "markdown_table", "mean_and_ci", "mean_and_t_ci", "counted",
+]
 
 
 class RecordFile:
@@ -115,6 +117,11 @@ def mean_and_t_ci(values: Iterable[float]) -> tuple[float, float]:
     df = len(values) - 1
     quantile = _T_975[df - 1] if df <= len(_T_975) else 1.96
     return mean, quantile * math.sqrt(variance / len(values))
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """``"1 prompt"``, ``"3 prompts"``: a count with its noun in the right number."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

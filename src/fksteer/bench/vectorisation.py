@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import RecordFile, counted, markdown_table, write_json
 from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import FKConfig
@@ -92,7 +92,8 @@ def run_vectorisation_bench(
     report = (
         "# bench vectorisation\n\n"
         f"FK on the Gaussian-mixture fixture, K = {bench.num_particles}, {bench.num_steps} steps, "
-        f"median of {bench.repeats} interleaved repeats, {torch.get_num_threads()} torch threads. "
+        f"median of {counted(bench.repeats, 'interleaved repeat')}, "
+        f"{counted(torch.get_num_threads(), 'torch thread')}. "
         "A Python loop over groups would give ratio ~ G.\n\n"
         + markdown_table(
             ["groups G", "particles", "median seconds", "time / time(G=1)", "ratio / G"], rows

@@ -25,6 +25,7 @@ __all__ = [
     "FK_FIELDS",
     "add_run_options",
     "build_fk_config",
+    "named_fk_config",
     "parse_guidance",
     "parse_lambda",
     "parse_schedule",
@@ -176,6 +177,8 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     run.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of these options; "
                      "the command line overrides it")
     run.add_argument("--out", metavar="DIR", help=f"output directory (default: {defaults['out']})")
+    run.add_argument("--overwrite", action="store_const", const=True,
+                     help="replace the results an earlier run left in --out (else refused)")
 
 
 def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -213,11 +216,17 @@ def build_fk_config(values: dict[str, Any]) -> FKConfig:
     for name, parse in (("lmbda", parse_lambda), ("guidance", parse_guidance)):
         if not callable(fields[name]):
             fields[name] = parse(fields[name])
+    return named_fk_config(fields, FK_FIELDS)
+
+
+def named_fk_config(fields: dict[str, Any], options: dict[str, str]) -> FKConfig:
+    """``FKConfig(**fields)``; its ValueError about a field is re-raised naming the command-line
+    option that set it (``options``: field -> option, e.g. ``{"num_particles": "--particles"}``)."""
     try:
         return FKConfig(**fields)
     except ValueError as error:
         message = str(error)
-        for name, option in FK_FIELDS.items():
+        for name, option in options.items():
             if message.startswith(f"FKConfig.{name}="):
                 raise ValueError(f"{option}: {message}") from None
         raise

@@ -52,6 +52,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "threads": None,
     "config": None,
     "out": "runs/text",
+    "overwrite": False,
 }
 
 
@@ -98,6 +99,7 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
 def run_text(values: dict[str, Any]) -> str:
     """Validate, steer and write; return a short text report for the terminal."""
     from fksteer.commands.prompts import read_prompts_file
+    from fksteer.commands.reward_option import check_reward_modality, ready_reward
     from fksteer.commands.staging import check_writable, staged_directory
     from fksteer.rewards import load_reward
     from fksteer.smc.engine import steer
@@ -105,6 +107,7 @@ def run_text(values: dict[str, Any]) -> str:
     started = time.perf_counter()
     set_threads(values["threads"], embedded=values["model"] == "embedded")
     config = build_fk_config(values)
+    check_reward_modality(values["reward"], "text")
     if config.guidance != 0:
         raise ValueError(
             "--reward-guidance: masked diffusion moves tokens, not Gaussian states; gradient "
@@ -119,9 +122,9 @@ def run_text(values: dict[str, Any]) -> str:
     if not prompts:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
     device = resolve_device(values["device"])
-    check_writable(values["out"])
+    check_writable(values["out"], overwrite=values["overwrite"])
     try:
-        reward = load_reward(values["reward"])
+        reward = ready_reward(load_reward(values["reward"]), values["reward"])
     except ValueError as error:
         raise ValueError(f"--reward: {error}") from None
     except ImportError as error:
@@ -131,14 +134,20 @@ def run_text(values: dict[str, Any]) -> str:
         model.prompt_ids(prompt)  # a ValueError names a prompt the model cannot take
     loaded = time.perf_counter()
     progress = _progress_bar(model.num_steps)
-    result = steer(_WithProgress(model, progress), reward, config, prompts=prompts,
-                   generator=torch.Generator().manual_seed(values["seed"]),
-                   method=values["method"])
-    if progress is not None:
-        progress.close()
+    try:
+        result = steer(_WithProgress(model, progress), reward, config, prompts=prompts,
+                       generator=torch.Generator().manual_seed(values["seed"]),
+                       method=values["method"])
+    except BaseException:
+        if progress is not None:
+            progress.leave = False  # a failed run's bar is removed, not left at its last step
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
     steered = time.perf_counter()
     timings = {"load": loaded - started, "steer": steered - loaded}
-    with staged_directory(values["out"]) as work:
+    with staged_directory(values["out"], overwrite=values["overwrite"]) as work:
         _write(work, values, config, prompts, result, timings)
     return _report(values, prompts, result, timings)
 
@@ -200,9 +209,12 @@ def _write(work, values, config, prompts, result, timings) -> None:
 
 
 def _report(values, prompts, result, timings) -> str:
+    from fksteer.bench.records import counted
+
     texts = _texts(result)
     lines = [f"{values['method']} on {values['model']} with reward {values['reward']}: "
-             f"{len(prompts)} prompts x {result.num_particles} particles, NFE {result.nfe}, "
+             f"{counted(len(prompts), 'prompt')} x {counted(result.num_particles, 'particle')}, "
+             f"NFE {result.nfe}, "
              f"{timings['steer']:.1f} s"]
     for group, prompt in enumerate(prompts):
         best = int(result.best[group])

@@ -103,5 +103,6 @@ class LAIONAesthetic(RewardModel):
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         encoder, head = self.model
-        features = encoder.images(as_image_batch(samples, self.name))  # (B, 768), unit norm
+        images = as_image_batch(samples, self.name, size=encoder.size)
+        features = encoder.images(images)  # (B, 768), unit norm
         return head(features.float())[:, 0]

@@ -191,7 +191,8 @@ class ImageReward(RewardModel):
             raise ValueError("ImageReward scores images against their prompts: got no prompts.")
         vision, text, head, tokenizer = self.model
         dtype = next(vision.parameters()).dtype
-        images = as_image_batch(samples, self.name).to(self.device, torch.float32)
+        images = as_image_batch(samples, self.name, size=vision.config.image_size)
+        images = images.to(self.device, torch.float32)
         pixels = clip_preprocess(
             images, vision.config.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
         )
