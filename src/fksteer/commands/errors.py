@@ -32,8 +32,8 @@ class RewardError(Exception):
     def __init__(self, name: str, error: BaseException):
         detail = " ".join(str(error).split()) or "(no message)"
         super().__init__(
-            f"{name} raised {type(error).__name__}: {detail}. Fix the reward function "
-            f"({_DEBUG_HINT} into it)."
+            f"{name} raised {type(error).__name__}: {detail}. Fix the reward function; "
+            f"{_DEBUG_HINT} into it."
         )
 
 

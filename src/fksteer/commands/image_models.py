@@ -147,9 +147,13 @@ def _pipeline(source, name, steps, guidance_scale, device, dtype) -> ImageRunner
         raise ImportError(
             "--model: diffusers models need pip install 'fksteer[diffusers]'"
         ) from None
-    try:
-        pipe = DiffusionPipeline.from_pretrained(source)
-    except Exception as error:  # hub, network and format errors all mean: cannot load it
+    from fksteer.rewards.hub import WeightsNotFoundError, load_pretrained
+
+    try:  # the local cache first, the hub only when it answers: one message when neither has it
+        pipe = load_pretrained(DiffusionPipeline.from_pretrained, source, what=f"--model {name}")
+    except WeightsNotFoundError:
+        raise
+    except Exception as error:  # format errors of what was found: cannot load it
         raise ValueError(
             f"--model {name}: cannot load a diffusers pipeline ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); check the id or path."

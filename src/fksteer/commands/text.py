@@ -79,6 +79,12 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
         raise ValueError(f"--model {name}: no config.json there; {fix}.")
     if not path.exists() and looks_like_path(name):
         raise FileNotFoundError(f"--model {name}: no such directory; {fix}.")
+    if not path.exists():  # a hub id: its config from the cache (or the hub), one clear message
+        from fksteer.rewards.base import require
+        from fksteer.rewards.hub import load_pretrained
+
+        transformers = require("transformers", "text", what="--model (a hub masked LM)")
+        load_pretrained(transformers.AutoConfig.from_pretrained, name, what=f"--model {name}")
     try:
         denoiser = TransformersDenoiser.from_pretrained(str(path) if path.exists() else name,
                                                         device=device)

@@ -140,7 +140,7 @@ def _as_image_tensor(item: Any) -> torch.Tensor:
         return item
     import numpy as np
 
-    array = torch.from_numpy(np.asarray(item.convert("RGB") if hasattr(item, "convert") else item))
+    array = torch.from_numpy(np.array(item.convert("RGB") if hasattr(item, "convert") else item))
     return array[None] if array.ndim == 2 else array.permute(2, 0, 1) if array.ndim == 3 else array
 
 
