@@ -44,9 +44,10 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from fksteer.commands.options import set_threads
+    from fksteer.commands.options import check_seed, set_threads
 
     set_threads(args.threads, embedded=not args.exact)
+    check_seed(args.seed)
     if args.exact:
         from fksteer.commands.demo_exact import run_demo
 

@@ -29,7 +29,17 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, counted, markdown_table, mean_and_ci, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    counted,
+    markdown_table,
+    mean_and_ci,
+    write_json,
+)
 from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import POTENTIALS, FKConfig
@@ -69,6 +79,9 @@ class ExactBenchConfig:
             raise ValueError(f"particles={self.particles!r}: pass positive ints, e.g. (4, 16).")
         if self.seeds < 1 or self.replicas < 2:
             raise ValueError("seeds must be >= 1 and replicas >= 2.")
+        check_counts(particles=(self.particles, 10 * MOST_PARTICLES),
+                     seeds=(self.seeds, MOST_SEEDS), replicas=(self.replicas, MOST_PARTICLES),
+                     num_steps=(self.num_steps, MOST_STEPS))
 
     @classmethod
     def quick(cls) -> ExactBenchConfig:

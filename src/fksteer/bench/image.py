@@ -32,7 +32,16 @@ from typing import Any
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import check_resumable, format_cell, machine_info, run_units, seed_cell
 from fksteer.distributed.communicator import Communicator
 from fksteer.embedded.fashion import CLASS_NAMES
@@ -80,6 +89,8 @@ class ImageBenchConfig:
             raise ValueError(f"particles={self.particles!r}: pass positive ints, e.g. (2, 4, 8).")
         if self.seeds < 1 or self.repeats < 1 or not self.classes or self.num_steps < 1:
             raise ValueError("seeds, repeats and num_steps must be >= 1 and classes non-empty.")
+        check_counts(particles=(self.particles, MOST_PARTICLES), seeds=(self.seeds, MOST_SEEDS),
+                     repeats=(self.repeats, MOST_REPEATS), num_steps=(self.num_steps, MOST_STEPS))
         for method in self.methods:
             self.fk_config(method, min(self.particles))  # FKConfig's own checks, now
 

@@ -30,7 +30,16 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, counted, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    counted,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.smc.config import FKConfig
 from fksteer.smc.engine import steer
@@ -56,6 +65,8 @@ class OverheadBenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: pass a positive int.")
+        check_counts(num_particles=(self.num_particles, MOST_PARTICLES),
+                     num_steps=(self.num_steps, MOST_STEPS), repeats=(self.repeats, MOST_REPEATS))
 
     @classmethod
     def quick(cls) -> OverheadBenchConfig:

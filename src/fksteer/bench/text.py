@@ -41,7 +41,16 @@ from typing import Any
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import (
     check_resumable,
     distinct_n,
@@ -106,6 +115,9 @@ class TextBenchConfig:
             raise ValueError(f"x0_samples={self.x0_samples!r}: pass positive ints, e.g. (1, 4).")
         if self.seeds < 1 or self.repeats < 1 or not self.prompts:
             raise ValueError("seeds and repeats must be >= 1 and prompts non-empty.")
+        check_counts(particles=(self.particles, MOST_PARTICLES), seeds=(self.seeds, MOST_SEEDS),
+                     repeats=(self.repeats, MOST_REPEATS), x0_samples=(self.x0_samples, 1000),
+                     num_steps=(self.num_steps, MOST_STEPS), seq_len=(self.seq_len, MOST_STEPS))
         if self.potential not in POTENTIALS:
             raise ValueError(f"potential={self.potential!r}: choose one of {POTENTIALS}.")
         if self.perplexity not in PERPLEXITY_MODES:

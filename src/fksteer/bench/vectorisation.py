@@ -20,7 +20,15 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, counted, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    RecordFile,
+    check_counts,
+    counted,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import FKConfig
@@ -44,6 +52,8 @@ class VectorisationBenchConfig:
             raise ValueError(f"groups={self.groups!r} must include 1, the reference.")
         if self.repeats < 1:
             raise ValueError(f"repeats={self.repeats!r}: pass an int >= 1.")
+        check_counts(repeats=(self.repeats, MOST_REPEATS), groups=(self.groups, MOST_PARTICLES),
+                     num_particles=(self.num_particles, MOST_PARTICLES))
 
 
 def time_one(bench: VectorisationBenchConfig, num_groups: int, seed: int) -> float:

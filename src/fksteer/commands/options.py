@@ -12,6 +12,7 @@ line set; the command's own defaults fill what neither the file nor the command 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "FK_FIELDS",
     "add_run_options",
     "build_fk_config",
+    "check_seed",
     "named_fk_config",
     "parse_guidance",
     "parse_lambda",
@@ -203,6 +205,7 @@ def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
         or values["steps"] < 1
     ):
         raise ValueError(f"--steps {values['steps']!r}: pass a positive int, e.g. 50.")
+    check_seed(values.get("seed"))
     if values.get("method") not in METHODS:
         raise ValueError(f"--method {values.get('method')!r}: choose one of {', '.join(METHODS)}.")
     if values.get("dtype") not in DTYPES:
@@ -247,6 +250,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+#: torch accepts seeds in [-2**63, 2**64); the command line takes the non-negative ones.
+MAX_SEED = 2**64 - 1
+#: More threads than this only costs: torch takes seconds to start 10**5 of them, then crashes.
+MAX_THREADS = 1024
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` if it is an int in [0, 2**64), else a ValueError naming --seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed {seed!r}: pass an int from 0 to 2**64 - 1, e.g. 0.")
+    return seed
+
+
 def set_threads(threads: int | None, embedded: bool) -> None:
     """Set torch's CPU threads: ``threads`` if given, else 1 for the small embedded models.
 
@@ -255,8 +271,10 @@ def set_threads(threads: int | None, embedded: bool) -> None:
     measured 0.027 s with 1 thread and 2.8 s with 2 threads on 2 cores with other work running.
     """
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"--threads {threads!r}: pass a positive int.")
+        if (isinstance(threads, bool) or not isinstance(threads, int)
+                or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"--threads {threads!r}: pass an int from 1 to {MAX_THREADS} "
+                             f"(this machine has {os.cpu_count()} CPUs).")
         torch.set_num_threads(threads)
     elif embedded:
         torch.set_num_threads(1)
