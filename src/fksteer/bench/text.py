@@ -23,7 +23,7 @@ Jensen): the report shows that ceiling beside it, with p measured on the base sa
 
 Also per prompt: SmolLM2-135M perplexity of the prompt plus the best and the drawn text (mean
 negative log-likelihood per token; the report gives exp of its mean), distinct-1/2/3 of the K
-final particles (whitespace words; resampling duplicates lower it), final ESS, NFE, reward calls
+final particles (whitespace words; resampling duplicates lower it), final ESS, NFE, samples scored
 and wall seconds (steering reward included). One JSONL line per (method, x_0 samples, K, seed,
 prompt); the files are ``config.json``, ``results.jsonl``, ``report.md``, ``summary.json`` and
 ``rates_vs_particles.png``.
@@ -351,7 +351,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
         parts.append(f"\n## K = {k}\n\n" + markdown_table(
             ["setting", "steer best", "steer draw", "ceiling", "held-out best",
              "held-out draw", "held-out ceiling", "ppl best", "ppl draw", "dist-1", "dist-2",
-             "dist-3", "final ESS", "NFE/prompt", "reward calls/prompt", "s/prompt"], rows))
+             "dist-3", "final ESS", "NFE/prompt", "samples scored/prompt", "s/prompt"], rows))
     parts.append(
         "\nsteer/held-out: share of prompts whose text has the attribute under that judge. "
         "ppl: exp of the mean SmolLM2-135M negative log-likelihood per token of prompt + text. "
