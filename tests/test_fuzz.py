@@ -196,6 +196,7 @@ def files(tmp_path_factory):
         "good.toml": "num_particles = 2\nlmbda = 3.0\n", "bad-syntax.toml": "num_particles = = 2",
         "unknown-key.toml": "colour = 'red'\n", "wrong-type.toml": "num_particles = 'many'\n",
         "lists.toml": "lmbda = [1, 2]\nsteps = 2.5\n", "top-array.yaml": "- 1\n- 2\n",
+        "overwrite.toml": "overwrite = 'yes'\nseed = -3\n",
     }
     for name, text in contents.items():
         (folder / name).write_text(text)

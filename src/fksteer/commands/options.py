@@ -206,6 +206,8 @@ def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
     ):
         raise ValueError(f"--steps {values['steps']!r}: pass a positive int, e.g. 50.")
     check_seed(values.get("seed"))
+    if not isinstance(values.get("overwrite", False), bool):
+        raise ValueError(f"overwrite {values['overwrite']!r} in --config: pass true or false.")
     if values.get("method") not in METHODS:
         raise ValueError(f"--method {values.get('method')!r}: choose one of {', '.join(METHODS)}.")
     if values.get("dtype") not in DTYPES:
@@ -243,10 +245,23 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(
             f"--device {name!r} is not a torch device: pass e.g. cpu or cuda."
         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; pass --device cpu.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available here; pass --device cpu.")
+    if device.type == "cpu":
+        return device
+    if device.type == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    else:  # cuda, xpu, ...: the backend's module says whether it is built and has devices
+        backend = getattr(torch, device.type, None)
+        try:
+            available = bool(backend.is_available())
+            count = int(backend.device_count())
+        except Exception:  # no such backend module, or not compiled into this torch
+            available, count = False, 0
+    if not available:
+        raise ValueError(f"--device {name}: {device.type} is not available here; pass "
+                         "--device cpu.")
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"--device {name}: this machine has {count} {device.type} device(s) "
+                         f"(0 .. {count - 1}); pass one of them.")
     return device
 
 
