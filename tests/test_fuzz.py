@@ -141,7 +141,7 @@ def weight_rows(draw):
     return weights, pattern
 
 
-@fuzz_settings(120)
+@fuzz_settings(100)
 @given(weight_rows(), st.integers(1, 3), st.integers(0, 2**32))
 def test_every_scheme_never_selects_a_zero_weight_particle(rows, samples_per_particle, seed):
     weights, pattern = rows
@@ -328,7 +328,7 @@ def stopped_at_model_load(monkeypatch):
     torch.set_num_threads(threads)
 
 
-@fuzz_settings(250)
+@fuzz_settings(150)
 @given(data=st.data())
 def test_random_command_lines_exit_2_with_one_line_or_reach_the_model(
         data, files, stopped_at_model_load, tmp_path_factory, monkeypatch, capsys):
