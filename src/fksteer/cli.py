@@ -410,7 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     :mod:`fksteer.commands.errors`; ``--debug`` or FKSTEER_DEBUG=1 shows the traceback."""
     from fksteer.commands.errors import debug_requested, end_with
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C while the parser's modules import
+        return end_with(interrupt)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
