@@ -85,7 +85,7 @@ def test_an_image_reward_for_texts_is_refused_at_once(tmp_path, capsys):
     started = time.perf_counter()
     code, _, err = run_cli(["text", "--reward", "aesthetic", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "--reward aesthetic scores images" in one_error_line(err)
-    assert time.perf_counter() - started < 10  # no hub retries, no model load
+    assert time.perf_counter() - started < 20  # no hub retries (26 s before), no model load
     assert not (tmp_path / "o").exists()
 
 
