@@ -221,8 +221,8 @@ def test_demo_exact_is_staged_refuses_results_and_overwrites_on_request(tmp_path
     args = ["demo", "--exact", "--runs", "4", "--particles", "4", "--out", out]
     assert run_cli(args, capsys)[0] == 0
     first = (out / "summary.json").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.md", "samples.png",
-                                                     "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.html", "report.md",
+                                                     "samples.png", "summary.json"]
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "--overwrite" in one_error_line(err)
     assert (out / "summary.json").read_text() == first
