@@ -74,6 +74,8 @@ class ImageBenchConfig:
     resampling: str = "systematic"
     resample_every: int = 5
     ess_threshold: float | None = None
+    #: the latent scale intermediate predictions are decoded at ("full": full resolution)
+    intermediate_resolution: str | float = "full"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in IMAGE_METHODS]
@@ -139,7 +141,8 @@ class _ImageUnits:
 
             model = load_image_model(size, num_inference_steps=self.bench.num_steps,
                                      guidance_scale=self.bench.guidance_scale,
-                                     scheduler=self.bench.scheduler)
+                                     scheduler=self.bench.scheduler,
+                                     intermediate_resolution=self.bench.intermediate_resolution)
             parameters = sum(p.numel() for p in model.model.unet.parameters())  # guided UNet
             self._models[size] = (model, parameters)
         return self._models[size]
