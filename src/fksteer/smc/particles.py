@@ -51,7 +51,7 @@ from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
 from fksteer.smc.protocol import Reward, call_reward
-from fksteer.smc.resampling import resample, survivors_in_place
+from fksteer.smc.resampling import ResamplingScheme, resample, survivors_in_place
 from fksteer.smc.result import SteeringResult, StepTrace
 from fksteer.smc.rules import get_rule
 from fksteer.smc.tempering import Tilts
@@ -99,6 +99,9 @@ class ParticleSystem:
         stable_slots: rearrange each resampling's ancestors so that every surviving particle
             keeps its slot (:func:`~fksteer.smc.resampling.survivors_in_place`; same law), for
             drivers that pay for every particle that changes place.
+        scheme: the resampling scheme, a callable ``scheme(weights, num_samples, generator)``;
+            ``None`` uses ``config.resampling`` by name. Conditional SMC passes a conditional
+            scheme (:data:`~fksteer.smc.resampling.CONDITIONAL_SCHEMES`).
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class ParticleSystem:
         method: str = "fk",
         num_predictions: int = 1,
         stable_slots: bool = False,
+        scheme: ResamplingScheme | None = None,
     ) -> None:
         if not isinstance(config, FKConfig):
             raise ValueError(f"config must be an FKConfig, got {type(config).__name__}.")
@@ -131,6 +135,7 @@ class ParticleSystem:
         self.num_steps = num_steps
         self.num_predictions = num_predictions
         self.stable_slots = stable_slots
+        self.scheme = config.resampling if scheme is None else scheme
         self.num_groups = len(self.group_prompts)
         self.num_particles = config.num_particles
         self.plan = StepPlan(config, num_steps, method, self.num_groups * self.num_particles)
@@ -361,7 +366,7 @@ class ParticleSystem:
         ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
         probabilities = torch.exp(normalise(self.log_weights[resampled]))  # (R, K)
         ancestors[resampled] = resample(
-            probabilities, K, self.config.resampling, self.engine_generator
+            probabilities, K, self.scheme, self.engine_generator
         )
         if self.stable_slots:
             ancestors = survivors_in_place(ancestors)
