@@ -297,10 +297,10 @@ class _Sweeps:
         """Append the sweep's result, kept sample, reward and diagnostics (G,) each."""
         if sweep == 0:  # no reference yet: every path is new
             accepted = torch.ones_like(kept, dtype=torch.bool)
-            new_steps = torch.full_like(kept, len(lineage) - 1)
+            new_steps = torch.full_like(kept, len(lineage))
         else:  # a new path ends anywhere but slot 0; it leaves the reference where b_i != 0
             accepted = kept != 0
-            new_steps = (torch.stack(lineage[:-1]) != 0).sum(dim=0)
+            new_steps = (torch.stack(lineage) != 0).sum(dim=0)
         values = {
             "rewards": result.rewards.gather(1, kept[:, None])[:, 0],
             "kept": kept,

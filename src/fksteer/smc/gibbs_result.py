@@ -68,8 +68,10 @@ class GibbsResult:
         rewards: (S, G) float64 final reward of each kept sample.
         kept: (S, G) slot of the kept particle (0 is the reference, in sweeps after the first).
         accepted: (S, G) bool, whether the kept path is new (not the reference; True in sweep 0).
-        new_steps: (S, G) int, steps at which the kept path differs from the reference (its
-            lineage depth: T for a path that shares nothing with it, 0 for the reference).
+        new_steps: (S, G) int, points of the kept path (its T steps and its final sample) at
+            which it differs from the reference (its lineage depth: T + 1 for a path that
+            shares nothing with it, 0 for the reference). A path always differs from the
+            reference from some step on, so this also says where it branched off.
         sweeps: every sweep's :class:`~fksteer.smc.result.SteeringResult`.
         reference: the last kept path (:class:`KeptPath`).
         prompts: one prompt per chain.
@@ -159,13 +161,14 @@ class GibbsResult:
         return self.accepted[1:].double().mean(dim=0)
 
     def update_rate(self) -> torch.Tensor:
-        """(T,) per step, the fraction of (sweep, chain) pairs after the first sweep whose kept
-        path is new at that step: near 1 everywhere mixes well; near 0 at the first steps is
-        path degeneracy (the early states hardly ever change)."""
-        num_steps = len(self.reference.rows)
-        steps = torch.arange(num_steps)
-        # a kept path shares the reference's first T - new_steps steps, and is new after
-        new_from = num_steps - self.new_steps[1:]  # (S-1, G)
+        """(T + 1,) per step (the last entry is the final sample), the fraction of (sweep,
+        chain) pairs after the first sweep whose kept path is new there: near 1 everywhere
+        mixes well; near 0 at the first steps is path degeneracy (the early states hardly ever
+        change)."""
+        num_points = len(self.reference.rows) + 1
+        steps = torch.arange(num_points)
+        # a kept path shares the reference's first T + 1 - new_steps points, and is new after
+        new_from = num_points - self.new_steps[1:]  # (S-1, G)
         return (steps[None, None, :] >= new_from[..., None]).double().mean(dim=(0, 1))
 
     def _chains_by_prompt(self, values: torch.Tensor) -> dict[str, torch.Tensor]:
