@@ -18,7 +18,7 @@ from fksteer.models import (
     TabularMaskedDiffusion,
 )
 from fksteer.smc.chains import autocorrelation, effective_sample_size, split_rhat
-from fksteer.smc.gibbs import Budget, gibbs
+from fksteer.smc.particle_gibbs import Budget, gibbs
 from fksteer.smc.rows import flatten_rows
 from fksteer.smc.tempering import AdaptiveTilt, GroupSchedule
 

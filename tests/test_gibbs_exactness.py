@@ -34,11 +34,12 @@ import torch
 
 from fksteer import FKConfig
 from fksteer.models import GaussianMixtureDiffusion, LinearReward, TabularMaskedDiffusion
-from fksteer.smc import gibbs as gibbs_module
+from fksteer.smc import particle_gibbs as gibbs_module
 from fksteer.smc.chains import effective_sample_size
 from fksteer.smc.potentials import POTENTIALS
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 from fksteer.smc.rows import select_rows
+from fksteer.smc.tempering import AdaptiveTilt
 
 SIGMAS = 5.0
 CHAINS, SWEEPS, BURN_IN = 100, 50, 10
@@ -68,9 +69,9 @@ def _by_chain(values):
     return values.transpose(0, 1)
 
 
-def mixture_z_scores(result, model):
+def mixture_z_scores(result, model, lmbda=LAMBDA):
     """(C,) z-scores of the occupancy estimates against the tilted weights."""
-    target = model.tilted(DIRECTION, LAMBDA)
+    target = model.tilted(DIRECTION, lmbda)
     samples = result.chain()  # (S', G, 2)
     f = target.responsibilities(samples.reshape(-1, 2).double()).reshape(*samples.shape[:2], -1)
     f = _by_chain(f)  # (G, S', C)
@@ -144,3 +145,20 @@ def test_a_reference_resampled_away_fails_the_table_check(reference_resampled_aw
     result = _run(model, count_of_token_two, "difference", 4, "multinomial", seed=14)
     tv, bound = table_tv_and_bound(result, model)
     assert tv > bound, f"TV {tv:.4f} <= bound {bound:.4f}"
+
+
+@pytest.mark.parametrize("lmbda, options", [
+    (LAMBDA, dict(ess_threshold=0.5, resample_every=1)),  # the rule sees the reference
+    (2.5, dict(lmbda=AdaptiveTilt(target=2.5, ess=0.7), resample_start=1)),  # frozen
+])
+def test_mixture_chain_with_adaptive_resampling_or_tilt(lmbda, options):
+    model = GaussianMixtureDiffusion.default(num_steps=8)
+    config = FKConfig(num_particles=4, **{"lmbda": lmbda, **options})
+    result = gibbs_module.gibbs(
+        model, LinearReward(DIRECTION), config, sweeps=SWEEPS, prompts=[None] * CHAINS,
+        generator=torch.Generator().manual_seed(21), burn_in=BURN_IN,
+    )
+    if isinstance(config.lmbda, AdaptiveTilt):  # the schedule was chosen, not given
+        assert len({v for row in result.sweep_config.lmbda.values for v in row}) > 2
+    z = mixture_z_scores(result, model, lmbda)
+    assert bool((z.abs() <= SIGMAS).all()), f"z-scores {z.tolist()}"

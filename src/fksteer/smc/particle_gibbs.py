@@ -1,6 +1,6 @@
 """Particle Gibbs: sweeps of conditional SMC whose kept paths are a Markov chain on the target.
 
-    from fksteer.smc.gibbs import gibbs, Budget
+    from fksteer.smc.particle_gibbs import gibbs, Budget
 
     chains = gibbs(model, reward, FKConfig(num_particles=4), sweeps=50, prompts=["a"] * 8,
                    generator=torch.Generator().manual_seed(0), burn_in=10)
