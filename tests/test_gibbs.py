@@ -268,3 +268,40 @@ def test_chain_diagnostics_on_an_autoregressive_chain():
     assert math.isnan(float(split_rhat(torch.ones(4, 10))))
     with pytest.raises(ValueError, match="at least 4 draws"):
         split_rhat(torch.randn(3, 3))
+
+
+def test_ancestor_sampling_needs_the_transition_density():
+    with pytest.raises(ValueError, match="transition_log_prob"):
+        gibbs(masked_sampler(), count_of_token_two, FKConfig(), sweeps=2, ancestor_sampling=True)
+
+
+def test_the_table_transition_density_is_normalised_over_next_states():
+    model = TabularMaskedDiffusion.default(num_steps=4)
+    state = torch.tensor([[3, 0, 3, 3]])  # mask id 3
+    draw = torch.tensor([[1, 0, 2, 2]])
+    for step in range(4):
+        masked = [j for j in range(4) if int(state[0, j]) == 3]
+        total = 0.0
+        for pattern in range(2 ** len(masked)):  # every position kept masked or unmasked
+            after = state.clone()
+            for bit, j in enumerate(masked):
+                if pattern >> bit & 1:
+                    after[0, j] = draw[0, j]
+            total += float(model.transition_log_prob(state, draw, step, after).exp())
+        assert abs(total - 1.0) < 1e-12, step
+    changed = torch.tensor([[1, 1, 3, 3]])  # an unmasked token changed: impossible
+    assert float(model.transition_log_prob(state, draw, 0, changed)) == -math.inf
+
+
+def test_the_mixture_transition_density_integrates_to_one():
+    model = mixture(num_steps=4)
+    state = torch.tensor([[0.3, -0.4]], dtype=torch.float64)
+    model64 = GaussianMixtureDiffusion.default(num_steps=4, dtype=torch.float64)
+    for step in (0, 2, 3):
+        output, _ = model64.predict(state, step, None)
+        grid = torch.linspace(-7, 7, 561, dtype=torch.float64)
+        points = torch.cartesian_prod(grid, grid)  # (n, 2)
+        log_p = model.transition_log_prob(state.expand(len(points), 2),
+                                          output.expand(len(points), -1), step, points)
+        mass = float(log_p.exp().sum()) * float(grid[1] - grid[0]) ** 2
+        assert abs(mass - 1.0) < 1e-3, (step, mass)

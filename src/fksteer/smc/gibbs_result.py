@@ -67,11 +67,14 @@ class GibbsResult:
         samples: kept samples of every sweep, (S, G, ...) for tensors (else S lists of G).
         rewards: (S, G) float64 final reward of each kept sample.
         kept: (S, G) slot of the kept particle (0 is the reference, in sweeps after the first).
-        accepted: (S, G) bool, whether the kept path is new (not the reference; True in sweep 0).
+        accepted: (S, G) bool, whether the kept path is new (differs from the reference
+            somewhere; True in sweep 0).
         new_steps: (S, G) int, points of the kept path (its T steps and its final sample) at
             which it differs from the reference (its lineage depth: T + 1 for a path that
-            shares nothing with it, 0 for the reference). A path always differs from the
-            reference from some step on, so this also says where it branched off.
+            shares nothing with it, 0 for the reference).
+        changed: (S, G, T + 1) bool, where the kept path differs from the reference. Without
+            ancestor sampling a new path shares a first stretch of steps with the reference and
+            differs after; with it, the early steps change too.
         sweeps: every sweep's :class:`~fksteer.smc.result.SteeringResult`.
         reference: the last kept path (:class:`KeptPath`).
         prompts: one prompt per chain.
@@ -92,6 +95,7 @@ class GibbsResult:
     kept: torch.Tensor
     accepted: torch.Tensor
     new_steps: torch.Tensor
+    changed: torch.Tensor
     sweeps: tuple[SteeringResult, ...]
     reference: KeptPath
     prompts: Sequence[Any]
@@ -165,11 +169,7 @@ class GibbsResult:
         chain) pairs after the first sweep whose kept path is new there: near 1 everywhere
         mixes well; near 0 at the first steps is path degeneracy (the early states hardly ever
         change)."""
-        num_points = len(self.reference.rows) + 1
-        steps = torch.arange(num_points)
-        # a kept path shares the reference's first T + 1 - new_steps points, and is new after
-        new_from = num_points - self.new_steps[1:]  # (S-1, G)
-        return (steps[None, None, :] >= new_from[..., None]).double().mean(dim=(0, 1))
+        return self.changed[1:].double().mean(dim=(0, 1))
 
     def _chains_by_prompt(self, values: torch.Tensor) -> dict[str, torch.Tensor]:
         """Prompt -> (chains, draws) values of the chains run for it."""

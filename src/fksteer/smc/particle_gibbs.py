@@ -61,10 +61,11 @@ from fksteer.smc.engine import run_system
 from fksteer.smc.gibbs_result import GibbsResult, KeptPath
 from fksteer.smc.particles import ParticleSystem
 from fksteer.smc.plan import group_prompts
+from fksteer.smc.potentials import APPLIED
 from fksteer.smc.protocol import Reward, StepModel
 from fksteer.smc.resampling import get_conditional_scheme
 from fksteer.smc.result import SteeringResult
-from fksteer.smc.rows import flatten_rows, has_particle_rows, select_rows
+from fksteer.smc.rows import TensorRows, flatten_rows, has_particle_rows, select_rows
 from fksteer.smc.tempering import is_adaptive
 
 __all__ = ["gibbs", "Budget", "GibbsResult", "KeptPath", "Reference", "sweep_generator"]
@@ -144,6 +145,8 @@ class Reference:
         self.num_particles, self.num_predictions = num_particles, num_predictions
         self.slots = torch.arange(num_groups) * num_particles  # (G,) slot 0 of each group
         self.everyone = torch.arange(num_groups * num_particles)
+        self.generator: torch.Generator | None = None  # ancestor sampling's draws
+        self.current: tuple[Any, Any, int] | None = None
         self.rows: list[Any] = []
         self.predictions: dict[int, Any] = {}
         self.final: Any = None
@@ -168,11 +171,33 @@ class Reference:
     ) -> tuple[Any, Any, Any]:
         if self.path is not None:
             state, output, prediction = self.restore(state, output, prediction, step)
+        self.current = (state, output, step)
         self.rows.append(select_rows(self.model.particle_rows(state, output), self.everyone))
         if step in self.scoring_steps:
             every_prediction = self._prediction_rows(self.everyone)
             self.predictions[step] = select_rows(prediction, every_prediction)
         return state, output, prediction
+
+    def ancestor(self, log_weights: torch.Tensor, potential_state: dict) -> torch.Tensor:
+        """Ancestor sampling (Lindsten, Jordan & Schön 2014, eq. 12): the reference's new
+        ancestor J in each group, P(J = j) proportional to w_j p(x'_{i+1} | x_j) / prod G(x_j).
+
+        The spliced path (particle j's past, the reference's future) has target density
+        p(path) exp(lambda r(x_0)) (every potential's product along a path telescopes to the
+        final tilt), and particle j's weight is p(past) prod_{m<=i} G_m / q(past); their ratio
+        leaves w_j times the move's density to the reference's next state x'_{i+1} over the
+        potentials applied to j's past (the factors shared by every j dropped).
+        """
+        state, output, step = self.current
+        K = self.num_particles
+        following = (
+            self.path.rows[step + 1]["state"] if step + 1 < len(self.path.rows) else self.path.final
+        )  # (G, ...) the reference's next state
+        log_transition = self.model.transition_log_prob(
+            state, output, step, following.repeat_interleave(K, dim=0)
+        ).reshape(-1, K)  # (G, K)
+        log_odds = log_weights + log_transition - potential_state[APPLIED]
+        return torch.multinomial(torch.softmax(log_odds, dim=-1), 1, generator=self.generator)[:, 0]
 
     def final_sample(self, sample: Any) -> Any:
         if self.path is not None:
@@ -214,6 +239,15 @@ def _lineage(result: SteeringResult, kept: torch.Tensor, num_steps: int) -> list
     return lineage[::-1]
 
 
+def _check_ancestor_sampling(model: Any) -> None:
+    if not (hasattr(model, "transition_log_prob") and isinstance(model, TensorRows)):
+        raise ValueError(
+            f"ancestor_sampling=True needs the density of the model's move: "
+            f"{type(model).__name__} has no transition_log_prob(state, output, step, "
+            "next_state) over TensorRows state (the exact fixtures have it)."
+        )
+
+
 def _check(model: Any, config: FKConfig, sweeps: int | None, budget: Budget | None) -> None:
     if not isinstance(model, StepModel):
         raise ValueError(
@@ -248,15 +282,16 @@ def _check(model: Any, config: FKConfig, sweeps: int | None, budget: Budget | No
 class _Sweeps:
     """The state of a run between sweeps: the reference, the records, the configuration."""
 
-    def __init__(self, model, reward, config, prompts, generator):
+    def __init__(self, model, reward, config, prompts, generator, ancestor_sampling=False):
         self.model, self.reward, self.config = model, reward, config
+        self.ancestor_sampling = ancestor_sampling
         self.prompts, self.generator = prompts, generator
         self.num_predictions = getattr(model, "num_predictions", 1)
         self.reference: KeptPath | None = None
         self.results: list[SteeringResult] = []
         self.samples: list[Any] = []
         self.records: dict[str, list[torch.Tensor]] = {
-            "rewards": [], "kept": [], "accepted": [], "new_steps": []
+            "rewards": [], "kept": [], "accepted": [], "new_steps": [], "changed": []
         }
         self.path_bytes: dict[str, int] = {}
 
@@ -280,6 +315,9 @@ class _Sweeps:
             system.plan.scoring_steps,
             self.reference,
         )
+        if self.ancestor_sampling and self.reference is not None:
+            hooks.generator = system.engine_generator
+            system.reference_ancestor = hooks.ancestor
         result = run_system(self.model, system, hooks=hooks)
         kept = torch.multinomial(result.weights, 1, generator=system.engine_generator)[:, 0]
         lineage = _lineage(result, kept, self.model.num_steps)
@@ -295,17 +333,17 @@ class _Sweeps:
 
     def _record(self, sweep, result, kept, lineage) -> None:
         """Append the sweep's result, kept sample, reward and diagnostics (G,) each."""
+        # the kept path is the reference's at the points where its lineage runs through slot 0
+        changed = torch.stack(lineage, dim=1) != 0  # (G, T + 1)
         if sweep == 0:  # no reference yet: every path is new
-            accepted = torch.ones_like(kept, dtype=torch.bool)
-            new_steps = torch.full_like(kept, len(lineage))
-        else:  # a new path ends anywhere but slot 0; it leaves the reference where b_i != 0
-            accepted = kept != 0
-            new_steps = (torch.stack(lineage) != 0).sum(dim=0)
+            changed = torch.ones_like(changed)
+        new_steps = changed.sum(dim=1)
         values = {
             "rewards": result.rewards.gather(1, kept[:, None])[:, 0],
             "kept": kept,
-            "accepted": accepted,
+            "accepted": new_steps > 0,
             "new_steps": new_steps,
+            "changed": changed,
         }
         sample = _take(result.samples, kept)
         self.results.append(result)
@@ -332,6 +370,7 @@ def gibbs(
     generator: torch.Generator | None = None,
     burn_in: int = 0,
     thin: int = 1,
+    ancestor_sampling: bool = False,
 ) -> GibbsResult:
     """Particle Gibbs: sweeps of conditional SMC, each keeping one path per group.
 
@@ -348,6 +387,10 @@ def gibbs(
         prompts: one prompt per group (chain); repeat a prompt for several chains of it.
         generator: seeds every sweep (see the module docstring); ``None`` seeds a fresh one.
         burn_in, thin: what :meth:`GibbsResult.chain` and the diagnostics drop and keep.
+        ancestor_sampling: at every resampling, draw the reference's ancestor anew
+            (:meth:`Reference.ancestor`; Lindsten, Jordan & Schön 2014), so that the early
+            steps of the kept path change too; needs the model's ``transition_log_prob`` (the
+            exact fixtures: Gaussian-mixture and tabular masked diffusion).
 
     Returns:
         a :class:`GibbsResult`. Ctrl-C (KeyboardInterrupt) during a sweep stops the run like a
@@ -355,10 +398,12 @@ def gibbs(
         ``"interrupted"`` (with no finished sweep the interrupt propagates).
     """
     _check(model, config, sweeps, budget)
+    if ancestor_sampling:
+        _check_ancestor_sampling(model)
     if generator is None:
         generator = torch.Generator()
         generator.seed()
-    run = _Sweeps(model, reward, config, prompts, generator)
+    run = _Sweeps(model, reward, config, prompts, generator, ancestor_sampling)
     num_groups = len(group_prompts(prompts))
     per_sweep = model.num_steps * num_groups * config.num_particles
     if budget is not None and budget.nfe is not None and budget.nfe < per_sweep:

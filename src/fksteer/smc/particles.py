@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -102,6 +102,10 @@ class ParticleSystem:
         scheme: the resampling scheme, a callable ``scheme(weights, num_samples, generator)``;
             ``None`` uses ``config.resampling`` by name. Conditional SMC passes a conditional
             scheme (:data:`~fksteer.smc.resampling.CONDITIONAL_SCHEMES`).
+        reference_ancestor: conditional SMC with ancestor sampling: called as
+            ``reference_ancestor(log_weights, potential_state)`` (both (G, K), before
+            resampling) at each resampling, it returns (G,) the new ancestor of slot 0 (the
+            reference) of every group; the groups that resample take it.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class ParticleSystem:
         num_predictions: int = 1,
         stable_slots: bool = False,
         scheme: ResamplingScheme | None = None,
+        reference_ancestor: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
     ) -> None:
         if not isinstance(config, FKConfig):
             raise ValueError(f"config must be an FKConfig, got {type(config).__name__}.")
@@ -136,6 +141,7 @@ class ParticleSystem:
         self.num_predictions = num_predictions
         self.stable_slots = stable_slots
         self.scheme = config.resampling if scheme is None else scheme
+        self.reference_ancestor = reference_ancestor
         self.num_groups = len(self.group_prompts)
         self.num_particles = config.num_particles
         self.plan = StepPlan(config, num_steps, method, self.num_groups * self.num_particles)
@@ -368,6 +374,9 @@ class ParticleSystem:
         ancestors[resampled] = resample(
             probabilities, K, self.scheme, self.engine_generator
         )
+        if self.reference_ancestor is not None:
+            chosen = self.reference_ancestor(self.log_weights, self.potential_state)  # (G,)
+            ancestors[:, 0] = torch.where(resampled, chosen, ancestors[:, 0])
         if self.stable_slots:
             ancestors = survivors_in_place(ancestors)
         # Each resampled group's evidence grows by the mean of its unnormalised weights.
