@@ -12,7 +12,8 @@ f(x) = p_target(rare | x) (Rao-Blackwellised occupancy):
 - Gibbs(K, S): S sweeps of K particles (sweep 0 is FK(K)), the first S // 4 dropped as burn-in
   (their cost still counted); cost 25 K S. Two estimators: ``kept`` (the mean of f over the kept
   samples) and ``all`` (the mean over sweeps of each sweep's weighted particles, sum_k W_k f,
-  also unbiased at stationarity: the kept sample is drawn from those weights).
+  also unbiased at stationarity: the kept sample is drawn from those weights); with and
+  without ancestor sampling (``gibbs-as-*``).
 
 At a budget of 25 N evaluations per replicate, N in --budgets, FK runs K = N and Gibbs runs
 K = 4 and 8 with S = N / K. Each cell: --replicas independent replicates (groups of one batch,
@@ -41,7 +42,8 @@ from fksteer.bench.records import RecordFile, markdown_table, mean_and_t_ci, wri
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward  # noqa: E402
 from fksteer.smc.chains import autocorrelation, effective_sample_size  # noqa: E402
 
-GIBBS_PARTICLES = (4, 8)
+#: (K, ancestor sampling) of the Gibbs runs
+GIBBS_VARIANTS = ((4, False), (8, False), (4, True), (8, True))
 MAX_LAG = 30
 
 
@@ -75,19 +77,22 @@ def fk_records(budgets, replicas, seed) -> list[dict]:
     return records
 
 
-def gibbs_run(num_particles, sweeps, replicas, seed):
+def gibbs_run(num_particles, sweeps, replicas, seed, ancestor_sampling):
     problem, target, reward = _problem()
     config = FKConfig(num_particles=num_particles, lmbda=problem.lmbda)
     start = time.perf_counter()
     result = gibbs(problem.model, reward, config, sweeps=sweeps, prompts=[None] * replicas,
-                   generator=torch.Generator().manual_seed(seed))
+                   generator=torch.Generator().manual_seed(seed),
+                   ancestor_sampling=ancestor_sampling)
     return result, target, time.perf_counter() - start
 
 
-def gibbs_records(num_particles, budgets, replicas, seed) -> tuple[list[dict], torch.Tensor]:
+def gibbs_records(num_particles, ancestor_sampling, budgets, replicas, seed):
     """Records of every S = N / K prefix of one run, and the kept indicator chains (R, S)."""
     sweeps = [n // num_particles for n in budgets if n >= num_particles]
-    result, target, seconds = gibbs_run(num_particles, max(sweeps), replicas, seed)
+    result, target, seconds = gibbs_run(num_particles, max(sweeps), replicas, seed,
+                                        ancestor_sampling)
+    prefix = "gibbs-as" if ancestor_sampling else "gibbs"
     exact = float(target.weights[-1])
     kept = _rare(target, result.samples).T  # (R, S_max)
     weighted = torch.stack([(sweep.weights * _rare(target, sweep.samples)).sum(dim=1)
@@ -98,16 +103,18 @@ def gibbs_records(num_particles, budgets, replicas, seed) -> tuple[list[dict], t
         for estimator, values in (("kept", kept), ("all", weighted)):
             estimate = values[:, burn_in:s].mean(dim=1)
             records.append({
-                "method": f"gibbs-{estimator}", "num_particles": num_particles, "sweeps": s,
+                "method": f"{prefix}-{estimator}", "num_particles": num_particles, "sweeps": s,
                 "seed": seed, "nfe_per_replicate": 25 * num_particles * s,
                 "error": float((estimate - exact).abs().mean()),
                 "acceptance": float(result.accepted[1:s].double().mean()) if s > 1 else None,
+                "update_rate_step0": float(result.changed[1:s, :, 0].double().mean())
+                if s > 1 else None,
                 "seconds": seconds * s / max(sweeps),  # the run's wall time, pro rata
             })
     return records, (kept > 0.5).double()
 
 
-def autocorrelation_summary(indicators: dict[int, list[torch.Tensor]]) -> dict:
+def autocorrelation_summary(indicators: dict[str, list[torch.Tensor]]) -> dict:
     summary = {}
     for k, chains in indicators.items():
         values = torch.cat(chains)  # (seeds * R, S), burn-in dropped below
@@ -115,7 +122,7 @@ def autocorrelation_summary(indicators: dict[int, list[torch.Tensor]]) -> dict:
         rho = autocorrelation(values, split=False)[: MAX_LAG + 1]
         ess = float(effective_sample_size(values))
         draws = values.numel()
-        summary[str(k)] = {"lags": list(range(len(rho))), "rho": rho.tolist(), "ess": ess,
+        summary[k] = {"lags": list(range(len(rho))), "rho": rho.tolist(), "ess": ess,
                            "draws": draws, "integrated_time": draws / ess,
                            "rare_mass_of_kept": float(values.mean())}
     return summary
@@ -126,21 +133,25 @@ def report(records, auto, config) -> str:
              f"Exact rare-component mass 0.8847; {config['replicas']} replicates x "
              f"{config['seeds']} seeds per cell; mean |error| with a 95% t interval over seeds. "
              "Gibbs burn-in S // 4 (counted in the NFE).\n"]
-    cells: dict[tuple, list[float]] = {}
+    cells: dict[tuple, list[dict]] = {}
     for record in records:
         cells.setdefault((record["nfe_per_replicate"], record["method"],
-                          record["num_particles"], record["sweeps"]), []).append(record["error"])
+                          record["num_particles"], record["sweeps"]), []).append(record)
     rows = []
-    for (nfe, method, k, s), errors in sorted(cells.items()):
-        mean, half = mean_and_t_ci(errors)
-        rows.append((nfe, method, k, s, mean, half))
+    for (nfe, method, k, s), group in sorted(cells.items()):
+        mean, half = mean_and_t_ci([r["error"] for r in group])
+        seconds = sum(r["seconds"] for r in group) / len(group)
+        acceptance = group[0].get("acceptance")
+        rows.append((nfe, method, k, s, mean, half, seconds,
+                     "" if acceptance is None else acceptance))
     lines.append(markdown_table(["NFE / replicate", "method", "K", "sweeps", "mean |error|",
-                                 "95% CI +-"], rows))
+                                 "95% CI +-", f"wall s ({config['replicas']} replicates)",
+                                 "acceptance (seed 0)"], rows))
     lines.append("\n## Autocorrelation of the kept samples' rare-component indicator\n")
     auto_rows = [(k, *[v["rho"][lag] if lag < len(v["rho"]) else None for lag in (1, 2, 5, 10)],
                   v["integrated_time"], v["ess"], v["draws"], v["rare_mass_of_kept"])
                  for k, v in auto.items()]
-    lines.append(markdown_table(["K", "rho(1)", "rho(2)", "rho(5)", "rho(10)",
+    lines.append(markdown_table(["chain", "rho(1)", "rho(2)", "rho(5)", "rho(10)",
                                  "integrated time (sweeps)", "ESS", "draws",
                                  "rare mass of kept"], auto_rows))
     return "\n".join(lines)
@@ -159,7 +170,7 @@ def plot(records, auto, out: Path) -> None:
                           {}).setdefault(r["nfe_per_replicate"], []).append(r["error"])
     for (method, k), points in sorted(series.items(), key=str):
         nfe = sorted(points)
-        label = "FK(K = NFE / 25)" if method == "fk" else f"{method} K={k}"
+        label = "FK (K = NFE / 25)" if method == "fk" else f"{method} K={k}"
         axis.plot(nfe, [sum(points[n]) / len(points[n]) for n in nfe], marker="o", label=label)
     axis.set(xscale="log", yscale="log", xlabel="NFE per replicate",
              ylabel="mean |rare mass error|", title="rare-mode target: error vs compute")
@@ -168,7 +179,7 @@ def plot(records, auto, out: Path) -> None:
     figure.savefig(out / "error_vs_nfe.png", dpi=120)
     figure, axis = plt.subplots(figsize=(6, 3.8))
     for k, v in auto.items():
-        axis.plot(v["lags"], v["rho"], marker=".", label=f"Gibbs K={k}")
+        axis.plot(v["lags"], v["rho"], marker=".", label=f"Gibbs {k}")
     axis.axhline(0.0, color="grey", linewidth=0.8)
     axis.set(xlabel="lag (sweeps)", ylabel="autocorrelation",
              title="kept samples: rare-component indicator")
@@ -189,18 +200,19 @@ def main() -> None:
     budgets = [int(part) for part in args.budgets.split(",")]
     config = {"budgets": budgets, "replicas": args.replicas, "seeds": args.seeds,
               "num_steps": 25, "lmbda": 1.75, "potential": "difference",
-              "resampling": "systematic", "gibbs_particles": list(GIBBS_PARTICLES)}
+              "resampling": "systematic", "gibbs_variants": [list(v) for v in GIBBS_VARIANTS]}
     write_json(out / "config.json", config)
     records = RecordFile(out / "results.jsonl", ("method", "num_particles", "sweeps", "seed"))
-    indicators: dict[int, list[torch.Tensor]] = {k: [] for k in GIBBS_PARTICLES}
+    indicators: dict[str, list[torch.Tensor]] = {}
     for seed in range(args.seeds):
         if not records.done(method="fk", num_particles=budgets[-1], sweeps=1, seed=seed):
             records.extend(fk_records(budgets, args.replicas, seed))
-        for k in GIBBS_PARTICLES:  # rerun for the indicator chains even when records exist
-            new, chains = gibbs_records(k, budgets, args.replicas, seed)
+        for k, ancestor_sampling in GIBBS_VARIANTS:  # rerun for the indicator chains
+            new, chains = gibbs_records(k, ancestor_sampling, budgets, args.replicas, seed)
             records.extend([r for r in new if not records.done(**r)])
-            indicators[k].append(chains)
-            print(f"seed {seed} K={k} done", flush=True)
+            label = f"K={k}" + (" ancestor sampling" if ancestor_sampling else "")
+            indicators.setdefault(label, []).append(chains)
+            print(f"seed {seed} {label} done", flush=True)
     auto = autocorrelation_summary(indicators)
     write_json(out / "autocorrelation.json", auto)
     text = report(records.records, auto, config)
