@@ -321,15 +321,13 @@ class _Sweeps:
         result = run_system(self.model, system, hooks=hooks)
         kept = torch.multinomial(result.weights, 1, generator=system.engine_generator)[:, 0]
         lineage = _lineage(result, kept, self.model.num_steps)
-        self.reference = hooks.kept(lineage)
+        path = hooks.kept(lineage)
         if sweep == 0:
-            self.path_bytes = {
-                "sweep": hooks.recorded_bytes(),
-                "kept_path": self.reference.nbytes(),
-            }
+            self.path_bytes = {"sweep": hooks.recorded_bytes(), "kept_path": path.nbytes()}
             if is_adaptive(self.config.lmbda):  # one schedule for every later sweep
                 self.config = replace(self.config, lmbda=result.tilt_schedule())
         self._record(sweep, result, kept, lineage)
+        self.reference = path
 
     def _record(self, sweep, result, kept, lineage) -> None:
         """Append the sweep's result, kept sample, reward and diagnostics (G,) each."""
