@@ -73,7 +73,10 @@ def test_bad_options_exit_2(tmp_path, capsys):
     code, _, stderr = run_cli([*EXACT, "--sweeps", "2", "--resampling", "stratified",
                                "--out", tmp_path / "y"], capsys)
     assert code == 2 and "no conditional version" in stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    code, _, stderr = run_cli([*EXACT, "--sweeps", "2", "--method", "base", "--out",
+                               tmp_path / "z"], capsys)
+    assert code == 2 and "FK steering only" in stderr
+    assert not any((tmp_path / name).exists() for name in "xyz")
 
 
 def test_an_embedded_image_model_runs(tmp_path, capsys):

@@ -110,6 +110,8 @@ def run_gibbs(values: dict[str, Any]) -> tuple[str, int]:
     started = time.perf_counter()
     set_threads(values["threads"], embedded=values["model"] != "exact")
     values = dict(values)
+    if values["method"] != "fk":
+        raise ValueError(f"--method {values['method']}: particle Gibbs sweeps FK steering only.")
     model, reward, prompts, facts = _problem(values)
     config = build_fk_config(values)
     budget = _budget(values)
