@@ -68,7 +68,8 @@ class GibbsResult:
         rewards: (S, G) float64 final reward of each kept sample.
         kept: (S, G) slot of the kept particle (0 is the reference, in sweeps after the first).
         accepted: (S, G) bool, whether the kept path is new (differs from the reference
-            somewhere; True in sweep 0).
+            somewhere; True in sweep 0). With ancestor sampling nearly every path is new (its
+            early steps change); :meth:`update_rate` says how often each step changes.
         new_steps: (S, G) int, points of the kept path (its T steps and its final sample) at
             which it differs from the reference (its lineage depth: T + 1 for a path that
             shares nothing with it, 0 for the reference).
@@ -227,6 +228,7 @@ class GibbsResult:
             "mean_new_steps": self.new_steps[1:].double().mean(dim=0).tolist()
             if self.num_sweeps > 1
             else None,
+            "update_rate": self.update_rate().tolist() if self.num_sweeps > 1 else None,
             "chain_reward_mean": self.chain_rewards().mean(dim=0).tolist(),
             "rhat": self.rhat() if enough else None,
             "ess": self.ess() if enough else None,
