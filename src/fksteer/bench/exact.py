@@ -69,6 +69,7 @@ class ExactBenchConfig:
 
     @classmethod
     def quick(cls) -> ExactBenchConfig:
+        """The CI variant: N in 4, 16, 64, two seeds of 50 runs (seconds)."""
         return cls(particles=(4, 16, 64), seeds=2, replicas=50)
 
 

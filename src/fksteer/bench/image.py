@@ -85,12 +85,15 @@ class ImageBenchConfig:
 
     @classmethod
     def quick(cls) -> ImageBenchConfig:
+        """The CI variant: K = 2, one seed, three classes, ten steps."""
         return cls(particles=(2,), seeds=1, classes=CLASS_NAMES[:3], repeats=1, num_steps=10)
 
     def expanded_prompts(self) -> list[str]:
+        """The class names, each repeated ``repeats`` times: one group each."""
         return [name for _ in range(self.repeats) for name in self.classes]
 
     def fk_config(self, method: str, num_particles: int) -> FKConfig:
+        """The FKConfig of ``method`` (``fk-<potential>``; baselines use the default potential)."""
         potential = method.removeprefix("fk-") if method.startswith("fk-") else "difference"
         return FKConfig(num_particles=num_particles, potential=potential, lmbda=self.lmbda,
                         resampling=self.resampling, resample_every=self.resample_every,

@@ -43,6 +43,7 @@ VARIANTS = ("stock", "base", "fk", "fk_stepmodel")
 
 @dataclass(frozen=True)
 class OverheadBenchConfig:
+    """What `bench overhead` times: a small UNet's DDPMPipeline stock, wrapped and steered."""
     num_particles: int = 16
     num_steps: int = 50
     repeats: int = 5
@@ -58,6 +59,7 @@ class OverheadBenchConfig:
 
     @classmethod
     def quick(cls) -> OverheadBenchConfig:
+        """The CI variant: K = 4, five steps, two repeats, an 8x8 UNet."""
         return cls(num_particles=4, num_steps=5, repeats=2, image_size=8,
                    block_out_channels=(8, 16))
 

@@ -44,9 +44,11 @@ class RecordFile:
         self._done = {self.key(record) for record in self.records}
 
     def key(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        """The values of ``record``'s key fields."""
         return tuple(record.get(field) for field in self.key_fields)
 
     def done(self, **key: Any) -> bool:
+        """Whether a record with these key values is in the file."""
         return tuple(key.get(field) for field in self.key_fields) in self._done
 
     def append(self, record: dict[str, Any]) -> None:

@@ -115,6 +115,7 @@ class TextBenchConfig:
 
     @classmethod
     def quick(cls) -> TextBenchConfig:
+        """The CI variant: K = 4, one seed, three prompts, 16 tokens and steps."""
         return cls(particles=(4,), x0_samples=(1, 2), seeds=1, prompts=TEXT_PROMPTS[:3],
                    repeats=1, seq_len=16, num_steps=16, perplexity="auto")
 
@@ -126,9 +127,11 @@ class TextBenchConfig:
         return out
 
     def expanded_prompts(self) -> list[str]:
+        """The prompts, each repeated ``repeats`` times: one group each."""
         return [prompt for _ in range(self.repeats) for prompt in self.prompts]
 
     def fk_config(self, num_particles: int) -> FKConfig:
+        """The FKConfig of the FK runs at ``num_particles`` particles."""
         return FKConfig(num_particles=num_particles, potential=self.potential, lmbda=self.lmbda,
                         resampling=self.resampling, resample_every=self.resample_every,
                         ess_threshold=self.ess_threshold)

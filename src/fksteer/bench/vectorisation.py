@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VectorisationBenchConfig:
+    """What `bench vectorisation` times: the mixture fixture at each number of groups."""
     groups: tuple[int, ...] = (1, 8, 64, 512)
     num_particles: int = 16
     num_steps: int = 50

@@ -48,6 +48,7 @@ class ImageRunner:
 
     @property
     def embedded(self) -> bool:
+        """Whether the model is one of the embedded Fashion-MNIST models."""
         return self.kind == "embedded"
 
     def check_prompts(self, prompts: list[Any]) -> list[Any]:
@@ -75,6 +76,8 @@ class ImageRunner:
         return inspect.signature(self.model.__call__).parameters
 
     def run(self, reward, config, prompts, generator, method):
+        """Steer ``prompts`` with this model (``steer`` or ``steer_pipeline``) and return the
+        result."""
         from fksteer.smc.engine import steer
 
         if self.kind == "pipeline":

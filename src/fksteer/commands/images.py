@@ -80,6 +80,7 @@ def labelled(image, text: str, height: int = 14):
 
 
 def save_png(image, path: str | Path) -> None:
+    """Save ``image`` (PIL) as a PNG at ``path``, creating its folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
 

@@ -18,20 +18,23 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.options import (
-    DTYPES,
     FK_FIELDS,
     build_fk_config,
     resolve_device,
     set_threads,
+    torch_dtype,
 )
 from fksteer.smc.config import FKConfig
 
-__all__ = ["SAMPLE_DEFAULTS", "EMBEDDED_REWARD", "run_sample", "load_image_reward"]
+if TYPE_CHECKING:  # annotations only: the parser imports this module without torch
+    import torch
+
+__all__ = [
+    "SAMPLE_DEFAULTS", "EMBEDDED_REWARD", "run_sample", "load_image_reward", "write_image_run"
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
     "threads": None,
     "config": None,
     "out": "runs/sample",
+    "report": True,
 }
 
 
@@ -109,7 +113,7 @@ def run_sample(values: dict[str, Any]) -> str:
     communicator = start_process_group(device)  # one process unless launched by torchrun
     check_writable(values["out"])
     runner = load_image_runner(values["model"], values["steps"], values["guidance_scale"],
-                               device, DTYPES[values["dtype"]])
+                               device, torch_dtype(values["dtype"]))
     prompts = runner.check_prompts(prompts)
     reward = load_image_reward(values["reward"], runner.embedded, device)
     loaded = time.perf_counter()
@@ -134,12 +138,19 @@ def run_sample(values: dict[str, Any]) -> str:
     with staged_directory(values["out"]) as work:
         _write(work, values, config, prompts, result, samples, timings)
     stop_process_group()
+    if values["report"]:
+        from fksteer.report import write_report
+
+        write_report(values["out"])
     return _report(values, prompts, result, timings)
 
 
-def _write(work, values, config, prompts, result, samples, timings) -> None:
+def write_image_run(work, prompts, result, samples, timings, config_record) -> None:
+    """An image run's folder: every particle's PNG, a grid per prompt, results.jsonl,
+    summary.json, trace.jsonl and ``config_record`` as config.json (what ``fksteer report``
+    reads)."""
     from fksteer.commands.images import particle_row, save_png, to_pil_image
-    from fksteer.commands.records import run_summary, write_json, write_jsonl
+    from fksteer.commands.records import run_summary, write_json, write_jsonl, write_trace
 
     records = []
     for group, prompt in enumerate(prompts):
@@ -156,9 +167,20 @@ def _write(work, values, config, prompts, result, samples, timings) -> None:
         save_png(row, work / f"grid_g{group:03d}_{_slug(prompt)}.png")
     write_jsonl(work / "results.jsonl", records)
     write_json(work / "summary.json", run_summary(result, prompts, timings))
+    write_trace(work, result)
+    write_json(work / "config.json", config_record)
+
+
+def _write(work, values, config, prompts, result, samples, timings) -> None:
+    from fksteer.commands.records import environment, reproduce_command
+
     options = {key: value for key, value in values.items() if key not in FK_FIELDS}
-    write_json(work / "config.json", {"command": "sample", "fk_config": config.to_dict(),
-                                      **options, "prompts": [_text(p) for p in prompts]})
+    rerun = reproduce_command("sample", {**values, "prompts": list(prompts), "prompts_file": None},
+                              FK_FIELDS)
+    write_image_run(work, prompts, result, samples, timings, {
+        "command": "sample", "fk_config": config.to_dict(), "reproduce": rerun,
+        "machine": environment(), **options, "prompts": [_text(p) for p in prompts],
+    })
 
 
 def _report(values, prompts, result, timings) -> str:
@@ -170,6 +192,6 @@ def _report(values, prompts, result, timings) -> str:
         lines.append(f"  {_text(prompt)!r}: best reward {float(result.rewards[group, best]):.3f}, "
                      f"log Z {float(result.log_evidence[group]):.3f}, "
                      f"final ESS {float(result.ess[group]):.2f}")
-    lines.append(f"results in {values['out']}/ (grid_*.png, images/, results.jsonl, "
-                 "summary.json, config.json)")
+    lines.append(f"results in {values['out']}/ ({'report.html, ' if values['report'] else ''}"
+                 "grid_*.png, images/, results.jsonl, trace.jsonl, summary.json, config.json)")
     return "\n".join(lines)

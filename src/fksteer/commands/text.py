@@ -18,19 +18,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.options import (
-    DTYPES,
     FK_FIELDS,
     build_fk_config,
     resolve_device,
     set_threads,
+    torch_dtype,
 )
 from fksteer.smc.config import FKConfig
 from fksteer.smc.wrapper import ModelWrapper
+
+if TYPE_CHECKING:  # the parser imports this module without torch
+    import torch
 
 __all__ = ["TEXT_DEFAULTS", "run_text", "load_text_runner"]
 
@@ -52,6 +53,9 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "threads": None,
     "config": None,
     "out": "runs/text",
+    "report": True,
+    "parallel": "prompts",
+    "per_group_seeds": False,
 }
 
 
@@ -99,6 +103,8 @@ def run_text(values: dict[str, Any]) -> str:
     """Validate, steer and write; return a short text report for the terminal."""
     from fksteer.commands.prompts import read_prompts_file
     from fksteer.commands.staging import check_writable, staged_directory
+    from fksteer.distributed.launch import local_device, start_process_group, stop_process_group
+    from fksteer.distributed.modes import steer_in_mode
     from fksteer.rewards import load_reward
     from fksteer.smc.engine import steer
 
@@ -118,7 +124,8 @@ def run_text(values: dict[str, Any]) -> str:
                else list(values["prompts"]))
     if not prompts:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
-    device = resolve_device(values["device"])
+    device = local_device(resolve_device(values["device"]))  # under torchrun: cuda:LOCAL_RANK
+    communicator = start_process_group(device)  # one process unless launched by torchrun
     check_writable(values["out"])
     try:
         reward = load_reward(values["reward"])
@@ -126,20 +133,36 @@ def run_text(values: dict[str, Any]) -> str:
         raise ValueError(f"--reward: {error}") from None
     except ImportError as error:
         raise ImportError(f"--reward {values['reward']}: {error}") from None
-    model = load_text_runner(values, device, DTYPES[values["dtype"]])
+    model = load_text_runner(values, device, torch_dtype(values["dtype"]))
     for prompt in prompts:
         model.prompt_ids(prompt)  # a ValueError names a prompt the model cannot take
     loaded = time.perf_counter()
-    progress = _progress_bar(model.num_steps)
-    result = steer(_WithProgress(model, progress), reward, config, prompts=prompts,
-                   generator=torch.Generator().manual_seed(values["seed"]),
-                   method=values["method"])
+    progress = _progress_bar(model.num_steps) if communicator.is_root else None
+    # one process: one generator, as before; under torchrun (or with per-group seeds) see
+    # fksteer.distributed.modes. Rank 0 gets the whole result and writes; the others None.
+    result = steer_in_mode(
+        lambda group_prompts, generator: steer(
+            _WithProgress(model, progress), reward, config, prompts=group_prompts,
+            generator=generator, method=values["method"]),
+        model, reward, config, prompts, values["seed"], values["method"],
+        parallel=values["parallel"], per_group_seeds=values["per_group_seeds"],
+        communicator=communicator,
+    )
     if progress is not None:
         progress.close()
+    if result is None:
+        stop_process_group()  # waits for rank 0 to finish writing
+        return ""
+    values = {**values, "world_size": communicator.world_size}
     steered = time.perf_counter()
     timings = {"load": loaded - started, "steer": steered - loaded}
     with staged_directory(values["out"]) as work:
         _write(work, values, config, prompts, result, timings)
+    stop_process_group()
+    if values["report"]:
+        from fksteer.report import write_report
+
+        write_report(values["out"])
     return _report(values, prompts, result, timings)
 
 
@@ -169,7 +192,16 @@ def _texts(result) -> list[list[str]]:
 
 
 def _write(work, values, config, prompts, result, timings) -> None:
-    from fksteer.commands.records import run_summary, write_json, write_jsonl
+    import torch
+
+    from fksteer.commands.records import (
+        environment,
+        reproduce_command,
+        run_summary,
+        write_json,
+        write_jsonl,
+        write_trace,
+    )
 
     texts = _texts(result)
     records, markdown = [], ["# fksteer text\n"]
@@ -194,8 +226,12 @@ def _write(work, values, config, prompts, result, timings) -> None:
     summary = run_summary(result, prompts, timings)
     summary["best_texts"] = [texts[g][int(result.best[g])] for g in range(len(prompts))]
     write_json(work / "summary.json", summary)
+    write_trace(work, result)
     options = {key: value for key, value in values.items() if key not in FK_FIELDS}
+    rerun = reproduce_command("text", {**values, "prompts": list(prompts), "prompts_file": None},
+                              FK_FIELDS)
     write_json(work / "config.json", {"command": "text", "fk_config": config.to_dict(),
+                                      "reproduce": rerun, "machine": environment(),
                                       **options, "prompts": list(prompts)})
 
 
@@ -208,6 +244,6 @@ def _report(values, prompts, result, timings) -> str:
         best = int(result.best[group])
         lines.append(f"  {prompt!r} -> {texts[group][best]!r} "
                      f"(reward {float(result.rewards[group, best]):.3f})")
-    lines.append(f"results in {values['out']}/ (results.jsonl, texts.md, summary.json, "
-                 "config.json)")
+    lines.append(f"results in {values['out']}/ ({'report.html, ' if values['report'] else ''}"
+                 "results.jsonl, texts.md, trace.jsonl, summary.json, config.json)")
     return "\n".join(lines)

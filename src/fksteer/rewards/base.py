@@ -15,7 +15,10 @@ strings; ``prompts`` is a list of B prompts or None.
   :meth:`RewardModel.differentiable` gives the same score with its gradient, for guidance;
 - it holds a ``device`` (the user's, or CUDA when available, else CPU), and loads its model lazily,
   once, through :func:`fksteer.rewards.cache.cached_model`;
-- rewards add and scale: ``0.5 * a + b - c`` is a :class:`fksteer.rewards.compose.WeightedSum`.
+- rewards add and scale: ``0.5 * a + b - c`` is a :class:`fksteer.rewards.compose.WeightedSum`;
+- :attr:`RewardModel.final_reward` is the reward the engine applies to the final samples: the
+  reward itself, except for the image rewards, whose final reward preprocesses images exactly as
+  the original package does (:mod:`fksteer.rewards.preprocess`).
 
 Heavy dependencies are imported inside the rewards that need them with :func:`require`, whose error
 names the pip extra to install.
@@ -160,9 +163,16 @@ class RewardModel:
 
     @property
     def model(self) -> Any:
+        """The loaded model: :meth:`load` on first use, then kept."""
         if self._loaded is None:
             self._loaded = self.load()
         return self._loaded
+
+    @property
+    def final_reward(self) -> RewardModel:
+        """The reward of the final samples (the engine's final potential and the reported
+        rewards): this reward itself, unless a subclass scores final samples more carefully."""
+        return self
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
@@ -170,6 +180,8 @@ class RewardModel:
         raise NotImplementedError
 
     def __call__(self, samples: Any, prompts: Sequence[Any] | None = None) -> torch.Tensor:
+        """Score ``samples`` in chunks of ``batch_size``: (B,) float64 on the CPU, under no_grad;
+        ``prompts``: one per sample, or None."""
         total = len(samples)
         if prompts is not None and len(prompts) != total:
             raise ValueError(
@@ -262,6 +274,7 @@ class FunctionReward(RewardModel):
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
+        """The wrapped function on the batch."""
         return self.fn(samples, prompts)
 
     def __repr__(self) -> str:

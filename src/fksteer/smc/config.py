@@ -63,6 +63,7 @@ class LinearRamp:
                 )
 
     def __call__(self, step: int, num_steps: int) -> float:
+        """lambda at ``step`` of ``num_steps`` (``num_steps``: the final potential)."""
         return float(self.start + (self.end - self.start) * step / num_steps)
 
 

@@ -98,9 +98,13 @@ class SweepHooks(Protocol):
 
     def after_predict(
         self, state: Any, output: Any, prediction: Any, step: int
-    ) -> tuple[Any, Any, Any]: ...
+    ) -> tuple[Any, Any, Any]:
+        """The state, model output and clean prediction of ``step`` the run continues with."""
+        ...
 
-    def final_sample(self, sample: Any) -> Any: ...
+    def final_sample(self, sample: Any) -> Any:
+        """The final samples (flat, G*K) the run decodes and scores."""
+        ...
 
 
 def run_system(

@@ -134,10 +134,12 @@ class GibbsResult:
 
     @property
     def num_sweeps(self) -> int:
+        """S, the sweeps made."""
         return self.rewards.shape[0]
 
     @property
     def num_chains(self) -> int:
+        """G, the chains (groups)."""
         return self.rewards.shape[1]
 
     def with_burn_in(self, burn_in: int, thin: int = 1) -> GibbsResult:

@@ -169,6 +169,7 @@ class Reference:
     def after_predict(
         self, state: Any, output: Any, prediction: Any, step: int
     ) -> tuple[Any, Any, Any]:
+        """Restore the reference (if any), then record every particle's rows and prediction."""
         if self.path is not None:
             state, output, prediction = self.restore(state, output, prediction, step)
         self.current = (state, output, step)
@@ -200,6 +201,7 @@ class Reference:
         return torch.multinomial(torch.softmax(log_odds, dim=-1), 1, generator=self.generator)[:, 0]
 
     def final_sample(self, sample: Any) -> Any:
+        """The final samples with the reference's in slot 0, recorded."""
         if self.path is not None:
             sample = _put_rows(sample, self.slots, self.path.final)
         self.final = select_rows(sample, self.everyone)

@@ -50,7 +50,7 @@ import torch
 from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
-from fksteer.smc.protocol import Reward, call_reward
+from fksteer.smc.protocol import Reward, call_reward, final_reward
 from fksteer.smc.resampling import ResamplingScheme, resample, survivors_in_place
 from fksteer.smc.result import SteeringResult, StepTrace
 from fksteer.smc.rules import get_rule
@@ -135,6 +135,8 @@ class ParticleSystem:
             generator = torch.Generator()
             generator.seed()
         self.reward = reward
+        #: the reward of the final samples (``reward.final_reward`` where declared)
+        self.final_reward = final_reward(reward)
         self.config = config
         self.method = method
         self.num_steps = num_steps
@@ -252,7 +254,9 @@ class ParticleSystem:
         record["reward_seconds"] += times.decode + times.reward
         record["engine_seconds"] += times.permute
         self.nfe += self.plan.num_particles if evaluations is None else evaluations
-        self.trace.append(StepTrace(**record, model_seconds=times.model))
+        self.trace.append(
+            StepTrace(**record, model_seconds=times.model, decode_seconds=times.decode)
+        )
 
     @torch.no_grad()
     def finish(
@@ -260,16 +264,17 @@ class ParticleSystem:
     ) -> SteeringResult:
         """Apply the final potential to the decoded final samples and return the result.
 
-        ``decoded`` is the flat batch (G*K items) the reward reads; it also becomes the result's
-        ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K floats), when given, are used
-        instead of calling the reward. ``times`` adds the driver's decode (and reward) time.
+        ``decoded`` is the flat batch (G*K items) the final reward (:attr:`final_reward`) reads;
+        it also becomes the result's ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K
+        floats of the final reward), when given, are used instead of calling it. ``times`` adds
+        the driver's decode (and reward) time.
         """
         if self._finished:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
         self._require_recorded("finish")
         self._finished = True
         start = time.perf_counter()
-        rewards = self._rewards(decoded, rewards)
+        rewards = self._rewards(decoded, rewards, reward=self.final_reward)
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
@@ -293,6 +298,7 @@ class ParticleSystem:
                 model_seconds=0.0,
                 reward_seconds=reward_seconds + times.decode + times.reward,
                 engine_seconds=time.perf_counter() - start,
+                decode_seconds=times.decode,
             )
         )
         return self._result(decoded, rewards)
@@ -486,10 +492,14 @@ class ParticleSystem:
         return (ancestors + offsets).reshape(-1)
 
     def _rewards(
-        self, decoded: Any, rewards: torch.Tensor | None, per_particle: int = 1
+        self,
+        decoded: Any,
+        rewards: torch.Tensor | None,
+        per_particle: int = 1,
+        reward: Reward | None = None,
     ) -> torch.Tensor:
-        """The rewards of a step, float64 (G, K) or (G, K, M): the reward's on ``decoded``, or
-        the ones the driver computed.
+        """The rewards of a step, float64 (G, K) or (G, K, M): ``reward``'s (default the run's
+        reward) on ``decoded``, or the ones the driver computed.
 
         ``decoded`` holds G*K*M samples for M = ``per_particle`` predictions per particle, laid
         out particle-major (the M predictions of particle p are rows p*M .. p*M + M - 1).
@@ -511,7 +521,7 @@ class ParticleSystem:
                 if self.reward_prompts is None
                 else [self.reward_prompts[i // per_particle] for i in range(total)]
             )
-            rewards = call_reward(self.reward, decoded, prompts)
+            rewards = call_reward(self.reward if reward is None else reward, decoded, prompts)
         rewards = torch.as_tensor(rewards).detach().to(device="cpu", dtype=torch.float64)
         if rewards.numel() != total:
             raise ValueError(

@@ -47,6 +47,8 @@ class StepTrace:
         reward_seconds: time in ``decode`` and the reward.
         engine_seconds: time in weights, resampling and ``permute``.
         lmbda: (G,) the tilt each group's potential used at this step, or None where not scored.
+        decode_seconds: the part of ``reward_seconds`` the driver spent decoding predictions
+            into what the reward reads.
     """
 
     step: int
@@ -62,6 +64,7 @@ class StepTrace:
     reward_seconds: float
     engine_seconds: float
     lmbda: torch.Tensor | None = None
+    decode_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,12 @@ class SteeringResult:
 
     @property
     def num_groups(self) -> int:
+        """G, the number of groups (prompts)."""
         return self.weights.shape[0]
 
     @property
     def num_particles(self) -> int:
+        """K, particles per group."""
         return self.weights.shape[1]
 
     @property
@@ -257,4 +262,5 @@ def _concatenate_steps(steps: Sequence[StepTrace], num_particles: int) -> StepTr
         model_seconds=sum(step.model_seconds for step in steps),
         reward_seconds=sum(step.reward_seconds for step in steps),
         engine_seconds=sum(step.engine_seconds for step in steps),
+        decode_seconds=sum(step.decode_seconds for step in steps),
     )
