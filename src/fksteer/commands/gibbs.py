@@ -24,8 +24,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
-
 from fksteer.commands.options import FK_FIELDS, build_fk_config, resolve_device, set_threads
 from fksteer.smc.config import FKConfig
 
@@ -74,12 +72,12 @@ def _problem(values: dict[str, Any]) -> tuple[Any, Any, list[Any], dict[str, Any
         facts = {"target": target, "exact_rare_mode_mass": float(target.weights[-1])}
         return problem.model, LinearReward(problem.direction), [None] * chains, facts
     from fksteer.commands.image_models import load_image_runner
-    from fksteer.commands.options import DTYPES
+    from fksteer.commands.options import torch_dtype
     from fksteer.commands.sample import EMBEDDED_REWARD, load_image_reward
 
     device = resolve_device(values["device"])
     runner = load_image_runner(values["model"], values["steps"] or 50, 1.0, device,
-                               DTYPES[values["dtype"]])
+                               torch_dtype(values["dtype"]))
     if runner.kind == "pipeline":
         raise ValueError(
             f"--model {values['model']}: a diffusers pipeline runs its own loop, which cannot "
@@ -104,6 +102,8 @@ def _budget(values: dict[str, Any]):
 
 def run_gibbs(values: dict[str, Any]) -> tuple[str, int]:
     """Validate, run the sweeps and write; returns the report and the exit status."""
+    import torch
+
     from fksteer.commands.staging import check_writable, staged_directory
     from fksteer.smc.particle_gibbs import gibbs
 
@@ -160,6 +160,8 @@ def _write(work, values, config, prompts, result, summary) -> None:
 
 
 def _write_images(work, result) -> None:
+    import torch
+
     from fksteer.commands.images import particle_row, save_png, to_pil_image
 
     _, best = result.best()
