@@ -2,6 +2,7 @@
 
     fksteer sample [PROMPT ...]        steer an image model (embedded by default), save images
     fksteer text [PROMPT ...]          steer a masked text model (embedded by default), save texts
+    fksteer gibbs [--sweeps S]         particle Gibbs sweeps (--budget-nfe N, --budget-seconds T)
     fksteer demo                       base vs best-of-K vs FK on the embedded image model
     fksteer demo --exact               steer the exact rare-mode fixture, compare with the truth
     fksteer bench exact [--quick]      error to an exact target vs particles, FK vs importance
@@ -104,6 +105,17 @@ def _text(args: argparse.Namespace) -> None:
     report = run_text(resolve_options(args, TEXT_DEFAULTS))
     if report:  # under torchrun only rank 0 reports
         print(report)
+
+
+def _gibbs(args: argparse.Namespace) -> int:
+    from fksteer.commands.gibbs import GIBBS_DEFAULTS, run_gibbs
+    from fksteer.commands.options import resolve_options
+    from fksteer.distributed.launch import refuse_distributed
+
+    refuse_distributed("gibbs")
+    report, code = run_gibbs(resolve_options(args, GIBBS_DEFAULTS))
+    print(report)
+    return code
 
 
 def _with_options(bench, **options):
@@ -315,6 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel_options(text)
     text.set_defaults(handler=_text)
 
+    from fksteer.commands.gibbs import GIBBS_DEFAULTS
+
+    gibbs = commands.add_parser(
+        "gibbs",
+        help="particle Gibbs: sweeps of conditional SMC under a sweep count or a budget",
+        description="Run particle Gibbs (conditional SMC sweeps; the first is FK steering) with "
+        "--chains chains per prompt until --sweeps, --budget-nfe or --budget-seconds stops it; "
+        "Ctrl-C stops it the same way (exit 130). --model exact (default: the rare-mode "
+        "mixture, compared with its closed form) or an embedded image model. Writes "
+        "chain.jsonl, summary.json and config.json (with the sweeps made, to replay the run).",
+    )
+    add_run_options(gibbs, GIBBS_DEFAULTS)
+    chain = gibbs.add_argument_group("chain")
+    chain.add_argument("--sweeps", type=int, metavar="S", help="number of sweeps")
+    chain.add_argument("--budget-nfe", type=int, metavar="N",
+                       help="run the whole sweeps N denoiser evaluations pay for")
+    chain.add_argument("--budget-seconds", type=float, metavar="T",
+                       help="start no sweep after T seconds (the one in progress finishes)")
+    chain.add_argument("--chains", type=int, help="chains per prompt (default: 4)")
+    chain.add_argument("--burn-in", type=int, metavar="B",
+                       help="sweeps dropped from the diagnostics (default: 0)")
+    chain.add_argument("--thin", type=int, metavar="N", help="keep every N-th sweep (default: 1)")
+    gibbs.set_defaults(handler=_gibbs)
+
     demo = commands.add_parser(
         "demo",
         help="base vs best-of-K vs FK on the embedded image model (--exact: the exact fixture)",
@@ -480,9 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        args.handler(args)
+        code = args.handler(args)
     except (Exception, KeyboardInterrupt) as error:
         if debug_requested(getattr(args, "debug", False)):
             raise
         return end_with(error)
-    return 0
+    return code or 0

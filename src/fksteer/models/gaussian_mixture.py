@@ -352,6 +352,23 @@ class GaussianMixtureDiffusion(TensorRows):
         """
         return self._draw_kernel(state, model_output, step, generator)[0]
 
+    def transition_log_prob(
+        self,
+        state: torch.Tensor,
+        model_output: torch.Tensor,
+        step: int,
+        next_state: torch.Tensor,
+    ) -> torch.Tensor:
+        """log p(x_s = next_state | x_t = state) of :meth:`move`, per row: (B,) float64.
+
+        The mixture sum_k p(k | x_t) N(x_s; m_k(x_t), v_k I) in closed form; ``model_output``
+        is the (B, C) log p(k | x_t) that ``predict`` returned (particle Gibbs with ancestor
+        sampling weighs candidate ancestors with it).
+        """
+        means, variances = self._reverse_kernel(state, step)
+        log_components = _component_log_likelihoods(next_state.double(), means, variances)
+        return torch.logsumexp(model_output.double() + log_components, dim=1).cpu()
+
     # -- guided proposals (fksteer.smc.protocol.GuidedStepModel) ---------------------------------
 
     def guidance_input(self, state: torch.Tensor) -> torch.Tensor:

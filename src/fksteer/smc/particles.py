@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
 from fksteer.smc.protocol import Reward, call_reward, final_reward
-from fksteer.smc.resampling import get_scheme, survivors_in_place
+from fksteer.smc.resampling import ResamplingScheme, get_scheme, survivors_in_place
 from fksteer.smc.result import SteeringResult, build_trace
 from fksteer.smc.rules import always, get_rule
 from fksteer.smc.tempering import Tilts
@@ -99,6 +99,13 @@ class ParticleSystem:
         stable_slots: rearrange each resampling's ancestors so that every surviving particle
             keeps its slot (:func:`~fksteer.smc.resampling.survivors_in_place`; same law), for
             drivers that pay for every particle that changes place.
+        scheme: the resampling scheme, a callable ``scheme(weights, num_samples, generator)``;
+            ``None`` uses ``config.resampling`` by name. Conditional SMC passes a conditional
+            scheme (:data:`~fksteer.smc.resampling.CONDITIONAL_SCHEMES`).
+        reference_ancestor: conditional SMC with ancestor sampling: called as
+            ``reference_ancestor(log_weights, potential_state)`` (both (G, K), before
+            resampling) at each resampling, it returns (G,) the new ancestor of slot 0 (the
+            reference) of every group; the groups that resample take it.
     """
 
     def __init__(
@@ -112,6 +119,8 @@ class ParticleSystem:
         method: str = "fk",
         num_predictions: int = 1,
         stable_slots: bool = False,
+        scheme: ResamplingScheme | None = None,
+        reference_ancestor: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
     ) -> None:
         if not isinstance(config, FKConfig):
             raise ValueError(f"config must be an FKConfig, got {type(config).__name__}.")
@@ -133,6 +142,7 @@ class ParticleSystem:
         self.num_steps = num_steps
         self.num_predictions = num_predictions
         self.stable_slots = stable_slots
+        self.reference_ancestor = reference_ancestor
         self.num_groups = len(self.group_prompts)
         self.num_particles = config.num_particles
         self.plan = StepPlan(config, num_steps, method, self.num_groups * self.num_particles)
@@ -147,7 +157,8 @@ class ParticleSystem:
         self.engine_generator = engine_generator(generator)
         self.potential = get_potential(config.potential)
         self.rule = get_rule(config.rule)
-        self.scheme = get_scheme(config.resampling)  # the config validated the name
+        # the config validated the name; conditional SMC passes its own scheme
+        self.scheme = get_scheme(config.resampling) if scheme is None else scheme
         self.tilts = Tilts(config.lmbda, num_steps, self.num_groups)
         #: a constant lambda as one (G, 1) tensor, made once (None: the tilt varies)
         self._fixed_tilt = None
@@ -402,12 +413,19 @@ class ParticleSystem:
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
         if resampled is None:
             ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
-            self.log_weights = torch.zeros_like(self.log_weights)
         else:
             ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
             ancestors[resampled] = self.scheme(
                 probabilities[resampled], K, self.engine_generator
             )
+        if self.reference_ancestor is not None:  # conditional SMC with ancestor sampling
+            chosen = self.reference_ancestor(self.log_weights, self.potential_state)  # (G,)
+            ancestors[:, 0] = chosen if resampled is None else torch.where(
+                resampled, chosen, ancestors[:, 0]
+            )
+        if resampled is None:
+            self.log_weights = torch.zeros_like(self.log_weights)
+        else:
             self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
         if self.stable_slots:
             ancestors = survivors_in_place(ancestors)
