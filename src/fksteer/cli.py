@@ -250,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
         "text",
         help="steer a masked diffusion language model and save the texts and records",
         description="Steer a masked diffusion LM with FK particles. With no arguments: the "
-        "embedded fortunes model, a few openings as prompts, and the toxicity reward (the FK "
-        "steering paper's rare-attribute demo). --model takes a transformers masked-LM id or "
-        "folder. Writes results.jsonl, texts.md, summary.json and config.json into --out.",
+        "embedded English model (MiniLM with an MDLM-trained top), a few openings as prompts, "
+        "and the toxicity reward (the FK steering paper's rare-attribute demo). --model takes "
+        "embedded, embedded-fortunes (the first, small fortunes model), a transformers "
+        "masked-LM id or a folder. Writes results.jsonl, texts.md, summary.json and config.json into --out.",
     )
     add_run_options(text, TEXT_DEFAULTS)
     text.add_argument("--seq-len", type=int, help="tokens to generate (default: 32)")
