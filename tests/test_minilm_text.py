@@ -73,8 +73,13 @@ def test_denoiser_gives_minus_infinity_outside_the_taught_vocabulary(tmp_path):
     assert logits.shape == (2, 4, 5 + len(WORDS))
     taught = torch.zeros(logits.shape[-1], dtype=torch.bool)
     taught[allowed] = True
-    assert torch.isfinite(logits[..., taught]).all()
-    assert torch.isneginf(logits[..., ~taught]).all()
+    masked = tokens == 4  # (2, 4)
+    assert torch.isfinite(logits[masked][:, taught]).all()
+    assert torch.isneginf(logits[masked][:, ~taught]).all()
+    # an unmasked position keeps its token with probability 1
+    probabilities = torch.softmax(logits[~masked], dim=-1)  # (n, V)
+    torch.testing.assert_close(probabilities, torch.nn.functional.one_hot(
+        tokens[~masked], logits.shape[-1]).float())
 
 
 def test_denoiser_logits_ignore_right_padding_under_the_attention_mask(tmp_path):
@@ -85,7 +90,9 @@ def test_denoiser_logits_ignore_right_padding_under_the_attention_mask(tmp_path)
     with torch.no_grad():
         alone = denoiser(row)
         with_padding = denoiser(padded, attention_mask=mask)
-    torch.testing.assert_close(with_padding[:, :4], alone, rtol=1e-5, atol=1e-5)
+    finite = torch.isfinite(alone)
+    assert torch.equal(torch.isfinite(with_padding[:, :4]), finite)
+    torch.testing.assert_close(with_padding[:, :4][finite], alone[finite], rtol=1e-5, atol=1e-5)
     # and the mask matters: attending to the padding changes the head's input (order 1)
     with torch.no_grad():
         unmasked = denoiser.hidden(padded)[:, :4]

