@@ -67,7 +67,7 @@ def distinct_2(continuations: list[str]) -> float:
 
 def perplexity(nll: list[float]) -> float:
     finite = [v for v in nll if math.isfinite(v)]
-    return math.exp(sum(finite) / len(finite))
+    return math.exp(sum(finite) / len(finite)) if finite else float("nan")
 
 
 def run_model(model: str, prompts_file: Path, particles: int, out: Path) -> dict:
