@@ -18,13 +18,24 @@ from typing import Any
 import torch
 
 from fksteer.commands.config_file import read_config_file
-from fksteer.smc.config import METHODS, POTENTIALS, AdaptiveTilt, FKConfig, LinearRamp
+from fksteer.smc.config import (
+    METHODS,
+    POTENTIALS,
+    SEARCH_METHODS,
+    AdaptiveTilt,
+    FKConfig,
+    LinearRamp,
+    SearchConfig,
+)
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 
 __all__ = [
     "FK_FIELDS",
+    "SEARCH_FIELDS",
+    "SEARCH_DEFAULTS",
     "add_run_options",
     "build_fk_config",
+    "build_method",
     "parse_guidance",
     "parse_lambda",
     "parse_schedule",
@@ -47,6 +58,12 @@ FK_FIELDS = {
     "resample_end": "--resample-end",
     "guidance": "--reward-guidance",
 }
+
+#: SearchConfig field -> its command-line option (used by --method svdd, code and beam).
+SEARCH_FIELDS = {"candidates": "--candidates", "temperature": "--temperature", "block": "--block"}
+
+#: The search options' defaults, SearchConfig's own.
+SEARCH_DEFAULTS: dict[str, Any] = {field: getattr(SearchConfig(), field) for field in SEARCH_FIELDS}
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -184,7 +201,19 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     "and a Gaussian sampler step; a number or ramp:START:END "
                     f"(default: {defaults['guidance']}, off)")
     fk.add_argument("--method", choices=METHODS,
-                    help=f"fk steers; the others are baselines (default: {defaults['method']})")
+                    help="fk steers; base, best_of_n and importance are baselines; svdd, code "
+                    "and beam search over --candidates per particle (NFE x M) "
+                    f"(default: {defaults['method']})")
+    search = parser.add_argument_group("search (--method svdd, code or beam)")
+    search.add_argument("--candidates", type=int, metavar="M",
+                        help="candidate next states per particle "
+                        f"(default: {defaults['candidates']})")
+    search.add_argument("--temperature", type=float, metavar="T",
+                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
+                        f"(default: {defaults['temperature']})")
+    search.add_argument("--block", type=int, metavar="B",
+                        help="choose among the candidates every B steps; code with B >= the "
+                        f"steps is best-of-M (default: {defaults['block']})")
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=int, help=f"denoising steps (default: {defaults['steps']})")
     run.add_argument("--device", help=f"torch device, e.g. cpu, cuda (default: "
@@ -242,6 +271,21 @@ def build_fk_config(values: dict[str, Any]) -> FKConfig:
         message = str(error)
         for name, option in FK_FIELDS.items():
             if message.startswith(f"FKConfig.{name}="):
+                raise ValueError(f"{option}: {message}") from None
+        raise
+
+
+def build_method(values: dict[str, Any]) -> str | SearchConfig:
+    """``--method``, or the SearchConfig of a search; its ValueError names the option."""
+    method = values["method"]
+    if method not in SEARCH_METHODS:
+        return method
+    try:
+        return SearchConfig(method, **{name: values[name] for name in SEARCH_FIELDS})
+    except ValueError as error:
+        message = str(error)
+        for name, option in SEARCH_FIELDS.items():
+            if message.startswith(f"SearchConfig.{name}="):
                 raise ValueError(f"{option}: {message}") from None
         raise
 

@@ -25,7 +25,9 @@ import torch
 from fksteer.commands.options import (
     DTYPES,
     FK_FIELDS,
+    SEARCH_DEFAULTS,
     build_fk_config,
+    build_method,
     resolve_device,
     set_threads,
 )
@@ -43,6 +45,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "reward": "toxicity",
     **{field: getattr(FKConfig(), field) for field in FK_FIELDS},
     "method": "fk",
+    **SEARCH_DEFAULTS,
     "steps": 32,
     "seq_len": 32,
     "num_x0_samples": 1,
@@ -106,6 +109,7 @@ def run_text(values: dict[str, Any]) -> str:
     started = time.perf_counter()
     set_threads(values["threads"], embedded=values["model"] == "embedded")
     config = build_fk_config(values)
+    method = build_method(values)
     if config.guidance != 0:
         raise ValueError(
             "--reward-guidance: masked diffusion moves tokens, not Gaussian states; gradient "
@@ -134,7 +138,7 @@ def run_text(values: dict[str, Any]) -> str:
     progress = _progress_bar(model.num_steps)
     result = steer(_WithProgress(model, progress), reward, config, prompts=prompts,
                    generator=torch.Generator().manual_seed(values["seed"]),
-                   method=values["method"])
+                   method=method)
     if progress is not None:
         progress.close()
     steered = time.perf_counter()
