@@ -140,6 +140,7 @@ def _bench_exact(args: argparse.Namespace) -> None:
         seeds=args.seeds,
         replicas=args.replicas,
         resample_every=args.resample_every,
+        methods=tuple(args.methods.split(",")) if args.methods else None,
     )
     run_exact_bench(bench, args.out, progress=_progress("bench exact"))
     _write_report(args, args.out)
@@ -346,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     exact.add_argument("--seeds", type=int, help="seeds per cell (default 3; quick 2)")
     exact.add_argument("--replicas", type=int, help="independent runs per seed (default 100)")
     exact.add_argument("--resample-every", type=int, help="FK scoring stride (default 1)")
+    exact.add_argument("--methods", help="comma-separated subset of fk-difference, fk-max, "
+                       "fk-sum, fk-immediate, importance, best_of_n, fk-adaptive (default: all "
+                       "but fk-adaptive)")
     _add_no_report(exact)
     exact.set_defaults(handler=_bench_exact)
 
