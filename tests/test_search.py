@@ -112,6 +112,23 @@ def test_beam_keeps_the_top_k_of_the_final_candidates():
     assert torch.equal(beam.samples, base.samples[torch.arange(GROUPS)[:, None], top.indices])
 
 
+def test_beam_keeps_distinct_beams_when_the_last_move_is_deterministic():
+    """A sampler whose last step adds no noise (as DDPM's) makes the M copies of each beam kept
+    at the last step identical: the final choice must not keep two copies of one beam."""
+
+    class QuietLastStep(RandomWalk):
+        def move(self, state, output, step, generator):
+            moved = super().move(state, output, step, generator)
+            if step == self.num_steps - 1:  # undo the noise: a deterministic last step
+                moved["x"] = state["x"] + output["drift"]
+            return moved
+
+    result = run(SearchConfig("beam", candidates=3), num_particles=4, model=QuietLastStep(STEPS))
+    for g in range(GROUPS):
+        assert len(set(result.rewards[g].tolist())) == 4, result.rewards[g]
+        assert result.rewards[g].tolist() == sorted(result.rewards[g].tolist(), reverse=True)
+
+
 @pytest.mark.parametrize("method", SEARCH_METHODS)
 def test_searches_raise_the_reward_over_base_sampling(method):
     """The walk's reward is its final first coordinate: choosing the best of 4 candidates at
@@ -164,6 +181,8 @@ def test_keep_best_and_keep_top_pick_the_largest_values_and_never_nan():
     config = SearchConfig("code", candidates=3)
     assert keep_best(values, config, generator).tolist() == [[1, 5]]  # rows k * M + m
     assert keep_top(values, config, generator).tolist() == [[1, 0]]  # 3.0, then 0.1
+    copies = torch.tensor([[[2.0, 2.0, 2.0], [1.0, 0.5, 1.0]]], dtype=torch.float64)
+    assert keep_top(copies, config, generator).tolist() == [[0, 3]]  # 2.0, then 1.0 (not 2.0)
 
 
 def test_keep_softmax_draws_by_softmax_of_value_over_temperature():

@@ -27,7 +27,7 @@ scored (K * M reward evaluations) and K are kept, the same way.
   particle k keeps its best candidate, every ``block`` steps (best-of-M within each block).
 - ``beam`` (beam search over denoising steps, as in Ma et al. 2025, "Inference-time scaling for
   diffusion models beyond scaling denoising steps"): each group keeps the top K of its K * M
-  candidates, whichever particle they descend from.
+  candidates, whichever particle they descend from (identical copies count once).
 
 Counting, per group: denoiser evaluations T * K * M for T steps; reward evaluations
 (|choosing steps| + 1) * K * M. Step 0's rows are K * M independent draws from the prior, so the
@@ -94,9 +94,20 @@ def keep_softmax(
 def keep_top(
     values: torch.Tensor, search: SearchConfig, generator: torch.Generator
 ) -> torch.Tensor:
-    """Each group keeps its K highest-value rows of K * M, highest first (beam search)."""
+    """Each group keeps its K highest-value rows of K * M, highest first (beam search).
+
+    Copies of one kept row that a deterministic move left identical (a DDPM or DDIM scheduler's
+    last step adds no noise; DDIM with eta = 0 none at all) are one candidate: a row whose value
+    equals an earlier row's of the same particle ranks after every other row, so the beams stay
+    distinct while there are K distinct candidates."""
     G, K, M = values.shape
-    return _finite_or_minus_inf(values).reshape(G, K * M).topk(K, dim=-1).indices
+    flat = _finite_or_minus_inf(values).reshape(G, K * M)
+    same = values[..., :, None] == values[..., None, :]  # (G, K, M, M)
+    earlier = torch.ones(M, M, dtype=torch.bool).tril(-1)  # [m, j]: j < m
+    copy = (same & earlier).any(dim=-1).reshape(G, K * M)
+    order = flat.argsort(dim=-1, descending=True, stable=True)
+    first_copies_last = copy.gather(1, order).to(torch.int8).argsort(dim=-1, stable=True)
+    return order.gather(1, first_copies_last)[:, :K]
 
 
 #: The rule each search method keeps its rows by.
