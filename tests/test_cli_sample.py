@@ -64,6 +64,24 @@ def test_reward_guidance_with_the_embedded_model_and_classifier(tmp_path, capsys
     assert config["fk_config"]["guidance"] == {"schedule": "LinearRamp", "start": 2.0, "end": 0.0}
 
 
+def test_a_search_method_from_the_command_line(tmp_path, capsys):
+    """--method svdd with 3 candidates: 3 steps x 2 particles x 3 rows evaluated; rewards at
+    steps 1, 2 and the end; K = 2 kept samples per prompt with uniform weights."""
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(["sample", "sneaker", *TINY, "--method", "svdd",
+                                    "--candidates", "3", "--temperature", "0.5", "--out", out],
+                                   capsys)
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "svdd" and summary["nfe"] == 3 * 2 * 3
+    assert summary["reward_calls"] == 3 * 2 * 3
+    assert summary["search"] == {"method": "svdd", "candidates": 3, "temperature": 0.5,
+                                 "block": 1}
+    assert [r["weight"] for r in read_jsonl(out / "results.jsonl")] == [0.5, 0.5]
+    config = json.loads((out / "config.json").read_text())
+    assert "--candidates 3" in config["reproduce"] and config["temperature"] == 0.5
+
+
 def test_config_file_sets_options_and_the_command_line_overrides_it(tmp_path, capsys):
     config_file = tmp_path / "run.toml"
     config_file.write_text(textwrap.dedent("""
@@ -147,6 +165,10 @@ BAD_INPUTS = {
                                    "largest:CAP"),
     "largest tilt with a bad fraction": (lambda tmp: ["--lmbda", "largest:10:2"], "--lmbda",
                                          "final_ess"),
+    "zero candidates": (lambda tmp: ["--method", "svdd", "--candidates", "0"], "--candidates",
+                        "int >= 1"),
+    "beam with a temperature": (lambda tmp: ["--method", "beam", "--temperature", "1"],
+                                "--temperature", "use method='svdd'"),
 }
 
 

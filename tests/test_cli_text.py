@@ -83,6 +83,21 @@ def test_text_runs_the_first_embedded_model_by_name(tmp_path, capsys):
     assert len(read_jsonl(out / "results.jsonl")) == 2
 
 
+@pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
+                    reason="the first embedded text model's weights are missing")
+def test_text_with_a_beam_search(tmp_path, capsys):
+    """--method beam, 2 candidates: 3 steps x 2 particles x 2 rows; rewards at steps 1, 2 and
+    the end; the kept particles' rewards are the top 2, highest first."""
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["text", "You will", "--model", "embedded-fortunes", *TINY,
+                               "--method", "beam", "--candidates", "2", "--out", out], capsys)
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "beam" and summary["nfe"] == summary["reward_calls"] == 12
+    rewards = [r["reward"] for r in read_jsonl(out / "results.jsonl")]
+    assert rewards == sorted(rewards, reverse=True)
+
+
 @pytest.mark.parametrize(
     "args, option, hint",
     [

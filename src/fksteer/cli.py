@@ -153,6 +153,7 @@ def _bench_exact(args: argparse.Namespace) -> None:
         seeds=args.seeds,
         replicas=args.replicas,
         resample_every=args.resample_every,
+        methods=tuple(args.methods.split(",")) if args.methods else None,
     )
     run_exact_bench(bench, args.out, progress=_progress("bench exact"))
     _write_report(args, args.out)
@@ -197,6 +198,16 @@ def _float_or_none(text: str) -> float | None:
         raise ValueError(f"--ess-threshold {text!r}: pass a float in (0, 1] or none.") from None
 
 
+def _add_search_options(parser: argparse.ArgumentParser, block: int) -> None:
+    """--candidates, --temperature, --block of a suite's search methods (svdd, code, beam)."""
+    parser.add_argument("--candidates", type=int, metavar="M", help="search methods: K / M "
+                        "particles of M candidates each, so K rows as the others (default 2)")
+    parser.add_argument("--temperature", type=float, help="svdd's softmax temperature; 0 keeps "
+                        "the best candidate (default 0)")
+    parser.add_argument("--block", type=int, metavar="B",
+                        help=f"code: best of M every B steps (default {block})")
+
+
 def _bench_text(args: argparse.Namespace) -> None:
     from fksteer.bench.text import TextBenchConfig, run_text_bench
     from fksteer.commands.options import set_threads
@@ -210,6 +221,7 @@ def _bench_text(args: argparse.Namespace) -> None:
         prompts=tuple(args.prompts) if args.prompts else None,
         methods=tuple(args.methods.split(",")) if args.methods else None,
         model=args.model,
+        candidates=args.candidates, temperature=args.temperature, block=args.block,
     )
     if args.ess_threshold is not None:  # "none" is a value here: resample at every step
         from dataclasses import replace
@@ -232,6 +244,7 @@ def _bench_image(args: argparse.Namespace) -> None:
         num_steps=args.steps, guidance_scale=args.guidance_scale, lmbda=args.lmbda,
         resample_every=args.resample_every,
         methods=tuple(args.methods.split(",")) if args.methods else None,
+        candidates=args.candidates, temperature=args.temperature, block=args.block,
     )
     _distributed_bench(
         lambda: run_image_bench(bench, args.out, progress=_progress("bench image")),
@@ -396,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     exact.add_argument("--seeds", type=int, help="seeds per cell (default 3; quick 2)")
     exact.add_argument("--replicas", type=int, help="independent runs per seed (default 100)")
     exact.add_argument("--resample-every", type=int, help="FK scoring stride (default 1)")
+    exact.add_argument("--methods", help="comma-separated subset of fk-difference, fk-max, "
+                       "fk-sum, fk-immediate, importance, best_of_n, fk-adaptive (default: all "
+                       "but fk-adaptive)")
     _add_no_report(exact)
     exact.set_defaults(handler=_bench_exact)
 
@@ -436,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="embedded text model (default embedded; embedded-fortunes is "
                             "the first, small one)")
     text_bench.add_argument("--particles", type=_int_list, help="comma-separated K (4,8)")
-    text_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, fk "
-                            "(default all three)")
+    text_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, fk, "
+                            "fk-adaptive, svdd, code, beam (default base,best_of_n,fk)")
+    _add_search_options(text_bench, block=4)
     text_bench.add_argument("--seeds", type=int, help="seeds (default 5; quick 1)")
     text_bench.add_argument("--repeats", type=int, help="groups per prompt (default 2)")
     text_bench.add_argument("--prompts", nargs="+", metavar="PROMPT",
@@ -469,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     image_bench.add_argument("--quick", action="store_true", help="small variant (seconds)")
     image_bench.add_argument("--models", help="comma-separated: weak,strong (default both)")
     image_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, "
-                             "fk-difference, fk-max, fk-sum, fk-immediate (default all)")
+                             "fk-difference, fk-max, fk-sum, fk-immediate, fk-adaptive, svdd, "
+                             "code, beam (default: base, best_of_n and the four fk-*)")
+    _add_search_options(image_bench, block=5)
     image_bench.add_argument("--particles", type=_int_list, help="comma-separated K (2,4,8)")
     image_bench.add_argument("--seeds", type=int, help="seeds (default 3; quick 1)")
     image_bench.add_argument("--repeats", type=int, help="groups per class (default 3)")

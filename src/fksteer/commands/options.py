@@ -22,10 +22,12 @@ from fksteer.commands.config_file import read_config_file
 from fksteer.smc.config import (
     METHODS,
     POTENTIALS,
+    SEARCH_METHODS,
     AdaptiveTilt,
     FKConfig,
     LargestTilt,
     LinearRamp,
+    SearchConfig,
 )
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 
@@ -34,8 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FK_FIELDS",
+    "SEARCH_FIELDS",
+    "SEARCH_DEFAULTS",
     "add_run_options",
     "build_fk_config",
+    "build_method",
     "check_seed",
     "named_fk_config",
     "parse_guidance",
@@ -64,6 +69,12 @@ FK_FIELDS = {
 
 #: the --dtype names (torch dtypes of the same name, see :func:`torch_dtype`)
 DTYPES = ("bfloat16", "float16", "float32")
+
+#: SearchConfig field -> its command-line option (used by --method svdd, code and beam).
+SEARCH_FIELDS = {"candidates": "--candidates", "temperature": "--temperature", "block": "--block"}
+
+#: The search options' defaults, SearchConfig's own.
+SEARCH_DEFAULTS: dict[str, Any] = {field: getattr(SearchConfig(), field) for field in SEARCH_FIELDS}
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -213,7 +224,19 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     "and a Gaussian sampler step; a number or ramp:START:END "
                     f"(default: {defaults['guidance']}, off)")
     fk.add_argument("--method", choices=METHODS,
-                    help=f"fk steers; the others are baselines (default: {defaults['method']})")
+                    help="fk steers; base, best_of_n and importance are baselines; svdd, code "
+                    "and beam search over --candidates per particle (NFE x M) "
+                    f"(default: {defaults['method']})")
+    search = parser.add_argument_group("search (--method svdd, code or beam)")
+    search.add_argument("--candidates", type=int, metavar="M",
+                        help="candidate next states per particle "
+                        f"(default: {defaults['candidates']})")
+    search.add_argument("--temperature", type=float, metavar="T",
+                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
+                        f"(default: {defaults['temperature']})")
+    search.add_argument("--block", type=int, metavar="B",
+                        help="choose among the candidates every B steps; code with B >= the "
+                        f"steps is best-of-M (default: {defaults['block']})")
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=int, help=f"denoising steps (default: {defaults['steps']})")
     run.add_argument("--device", help=f"torch device, e.g. cpu, cuda (default: "
@@ -282,6 +305,21 @@ def named_fk_config(fields: dict[str, Any], options: dict[str, str]) -> FKConfig
         message = str(error)
         for name, option in options.items():
             if message.startswith(f"FKConfig.{name}="):
+                raise ValueError(f"{option}: {message}") from None
+        raise
+
+
+def build_method(values: dict[str, Any]) -> str | SearchConfig:
+    """``--method``, or the SearchConfig of a search; its ValueError names the option."""
+    method = values["method"]
+    if method not in SEARCH_METHODS:
+        return method
+    try:
+        return SearchConfig(method, **{name: values[name] for name in SEARCH_FIELDS})
+    except ValueError as error:
+        message = str(error)
+        for name, option in SEARCH_FIELDS.items():
+            if message.startswith(f"SearchConfig.{name}="):
                 raise ValueError(f"{option}: {message}") from None
         raise
 

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.options import (
     FK_FIELDS,
+    SEARCH_DEFAULTS,
     build_fk_config,
+    build_method,
     resolve_device,
     set_threads,
     torch_dtype,
@@ -49,6 +51,7 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
     "reward": EMBEDDED_REWARD,
     **{field: getattr(FKConfig(), field) for field in FK_FIELDS},
     "method": "fk",
+    **SEARCH_DEFAULTS,
     "steps": 50,
     "guidance_scale": 1.0,
     "parallel": "prompts",
@@ -110,6 +113,7 @@ def run_sample(values: dict[str, Any]) -> str:
     set_threads(values["threads"], embedded=embedded)
     config = build_fk_config(values)
     check_reward_modality(values["reward"], "image")
+    method = build_method(values)
     prompts = (read_prompts_file(values["prompts_file"]) if values["prompts_file"]
                else list(values["prompts"]))
     if not prompts:
@@ -128,9 +132,9 @@ def run_sample(values: dict[str, Any]) -> str:
     # see fksteer.distributed.modes. Rank 0 gets the whole result and writes; the others None.
     result = steer_in_mode(
         lambda group_prompts, generator: runner.run(reward, config, group_prompts, generator,
-                                                    values["method"]),
+                                                    method),
         None if runner.kind == "pipeline" else runner.model, reward, config, prompts,
-        values["seed"], values["method"], parallel=values["parallel"],
+        values["seed"], method, parallel=values["parallel"],
         per_group_seeds=values["per_group_seeds"], communicator=communicator,
     )
     steered = time.perf_counter()

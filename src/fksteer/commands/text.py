@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from fksteer.commands.options import (
     FK_FIELDS,
+    SEARCH_DEFAULTS,
     build_fk_config,
+    build_method,
     resolve_device,
     set_threads,
     torch_dtype,
@@ -49,6 +51,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "reward": "toxicity",
     **{field: getattr(FKConfig(), field) for field in FK_FIELDS},
     "method": "fk",
+    **SEARCH_DEFAULTS,
     "steps": 32,
     "seq_len": 32,
     "num_x0_samples": 1,
@@ -128,6 +131,7 @@ def run_text(values: dict[str, Any]) -> str:
     set_threads(values["threads"], embedded=values["model"] in EMBEDDED_TEXT_MODELS)
     config = build_fk_config(values)
     check_reward_modality(values["reward"], "text")
+    method = build_method(values)
     if config.guidance != 0:
         raise ValueError(
             "--reward-guidance: masked diffusion moves tokens, not Gaussian states; gradient "
@@ -161,8 +165,8 @@ def run_text(values: dict[str, Any]) -> str:
         result = steer_in_mode(
             lambda group_prompts, generator: steer(
                 _WithProgress(model, progress), reward, config, prompts=group_prompts,
-                generator=generator, method=values["method"]),
-            model, reward, config, prompts, values["seed"], values["method"],
+                generator=generator, method=method),
+            model, reward, config, prompts, values["seed"], method,
             parallel=values["parallel"], per_group_seeds=values["per_group_seeds"],
             communicator=communicator,
         )

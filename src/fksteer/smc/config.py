@@ -28,18 +28,80 @@ TILTS = (AdaptiveTilt, LargestTilt, GroupSchedule)
 
 __all__ = [
     "FKConfig",
+    "SearchConfig",
     "LinearRamp",
     "AdaptiveTilt",
     "LargestTilt",
     "GroupSchedule",
     "POTENTIALS",
     "METHODS",
+    "SEARCH_METHODS",
     "lambda_at",
     "guidance_at",
 ]
 
+#: Searches over candidate next states (:mod:`fksteer.smc.search`), configured by SearchConfig.
+SEARCH_METHODS = ("svdd", "code", "beam")
+
 #: What `steer` can run through the same code path: FK steering and its baselines.
-METHODS = ("fk", "base", "best_of_n", "importance")
+METHODS = ("fk", "base", "best_of_n", "importance", *SEARCH_METHODS)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A search baseline over M candidates per particle (:mod:`fksteer.smc.search`).
+
+    ``steer(model, reward, FKConfig(num_particles=K), method=SearchConfig("svdd", candidates=M))``
+    keeps K particles per prompt, each with M candidate next states (K * M rows of the model).
+
+    Attributes:
+        method: ``"svdd"`` (SVDD-PM, Li et al. 2024: each particle keeps one of its M candidates
+            drawn by softmax(value / temperature)), ``"code"`` (CoDe, Singh et al. 2025: each
+            particle keeps the best of its M candidates every ``block`` steps) or ``"beam"``
+            (beam search over the denoising steps: each group keeps the top K of its K * M
+            candidates). A candidate's value is the reward of its clean-sample prediction; at
+            the end, the reward of the final sample.
+        candidates: M >= 1, candidates per particle (1: nothing to choose, base sampling).
+        temperature: SVDD's softmax temperature, >= 0; 0 keeps the best candidate (the limit
+            the SVDD paper uses in practice). Only ``"svdd"`` draws; the others must keep 0.
+        block: choose every ``block`` steps (1: at every step); the final samples are always
+            chosen. CoDe with one block over all steps is best-of-M per particle.
+    """
+
+    method: str = "svdd"
+    candidates: int = 4
+    temperature: float = 0.0
+    block: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in SEARCH_METHODS:
+            raise ValueError(f"SearchConfig.method={self.method!r} is invalid: choose one of "
+                             f"{', '.join(SEARCH_METHODS)}.")
+        for name in ("candidates", "block"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SearchConfig.{name}={value!r} is invalid: pass an int >= 1.")
+        value = self.temperature
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value >= 0
+        ):
+            raise ValueError(f"SearchConfig.temperature={value!r} is invalid: pass a finite "
+                             "float >= 0 (0 keeps the best candidate).")
+        if value != 0 and self.method != "svdd":
+            raise ValueError(f"SearchConfig.temperature={value!r} is invalid for method "
+                             f"{self.method!r}, which keeps the best candidates: pass 0, or use "
+                             "method='svdd'.")
+
+    def choosing_steps(self, num_steps: int) -> list[int]:
+        """The steps (1 .. num_steps-1) at which candidates are chosen, before the final one.
+
+        Step 0's rows are K * M independent draws from the prior, so the first choice falls at
+        step ``block``, among candidates that descend from the initial states."""
+        return list(range(self.block, num_steps, self.block))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the search's options."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

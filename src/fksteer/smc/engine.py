@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from fksteer.smc.config import FKConfig
+from fksteer.smc.config import SEARCH_METHODS, FKConfig, SearchConfig
 from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
 from fksteer.smc.plan import StepTimes, require_guided_model
@@ -37,7 +37,7 @@ def steer(
     *,
     prompts: Sequence[Any] | str | None = None,
     generator: torch.Generator | None = None,
-    method: str = "fk",
+    method: str | SearchConfig = "fk",
     guidance_batch_size: int | None = None,
 ) -> SteeringResult:
     """Sample from p(x_0) exp(lambda r(x_0)) / Z with K particles per prompt.
@@ -58,7 +58,10 @@ def steer(
             reward) and ``"importance"`` (weights exp(lambda r(x_0))). Their ``log_evidence`` is
             the importance estimate log_mean_exp(lambda r(x_0)). With ``config.guidance`` > 0
             the baselines use the guided proposal too: ``"importance"`` carries its density
-            ratio (exact), ``"base"`` does not (plain guided sampling, biased).
+            ratio (exact), ``"base"`` does not (plain guided sampling, biased). The searches
+            ``"svdd"``, ``"code"`` and ``"beam"`` (default options), or a
+            :class:`~fksteer.smc.config.SearchConfig`, keep the best of M candidates per
+            particle instead of weighting (:mod:`fksteer.smc.search`).
         guidance_batch_size: particles per backward pass of the guidance gradient (default:
             the reward's ``batch_size``, else all).
 
@@ -79,6 +82,15 @@ def steer(
             f"model {type(model).__name__} cannot reorder its particles: implement "
             "particle_rows and with_particle_rows (fksteer.smc.rows.ParticleRows), or permute."
         )
+    if isinstance(method, str) and method in SEARCH_METHODS:
+        method = SearchConfig(method)
+    if isinstance(method, SearchConfig):
+        from fksteer.smc.search import search
+
+        if generator is None:
+            generator = torch.Generator()
+            generator.seed()
+        return search(model, reward, config, method, prompts=prompts, generator=generator)
     system = ParticleSystem(  # validates the arguments
         reward,
         config,
