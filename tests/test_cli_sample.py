@@ -183,7 +183,9 @@ def test_staged_directory_replaces_on_success_and_leaves_nothing_on_error(tmp_pa
     assert not (tmp_path / "deep").exists()
     with staged_directory(target) as work:
         (work / "first").write_text("1")
-    with staged_directory(target) as work:
+    with pytest.raises(ValueError, match="--overwrite"), staged_directory(target) as work:
+        pass  # an earlier run's results are not replaced silently
+    with staged_directory(target, overwrite=True) as work:
         (work / "second").write_text("2")
     assert sorted(path.name for path in (tmp_path / "deep").iterdir()) == ["run"]
     assert sorted(path.name for path in target.iterdir()) == ["second"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,15 +65,17 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from fksteer.commands.options import set_threads
+    from fksteer.commands.options import check_seed, set_threads
 
     set_threads(args.threads, embedded=not args.exact)
+    check_seed(args.seed)
     if args.exact:
         from fksteer.commands.demo_exact import run_demo
 
         particles = 16 if args.particles is None else args.particles
         out = args.out or "runs/demo-exact"
-        print(run_demo(out, num_particles=particles, num_runs=args.runs, seed=args.seed))
+        print(run_demo(out, num_particles=particles, num_runs=args.runs, seed=args.seed,
+                       overwrite=args.overwrite))
         _write_report(args, out)
         print(f"results in {out}/ (report.md, summary.json, samples.png)")
         return
@@ -83,7 +84,7 @@ def _demo(args: argparse.Namespace) -> None:
     out = args.out or "runs/demo"
     print(run_image_demo(out, num_particles=4 if args.particles is None else args.particles,
                          prompts=args.prompts or DEMO_PROMPTS, num_steps=args.steps,
-                         lmbda=args.lmbda, seed=args.seed))
+                         lmbda=args.lmbda, seed=args.seed, overwrite=args.overwrite))
     _write_report(args, out)
     print(f"results in {out}/ (grid.png, report.md, summary.json, config.json, methods/)")
 
@@ -268,6 +269,18 @@ def _add_parallel_options(parser: argparse.ArgumentParser) -> None:
                         "distributed runs do: reproduces a torchrun run in one process")
 
 
+_DEBUG_HELP = "on an error, show the traceback (also: FKSTEER_DEBUG=1)"
+
+
+class _DebugParser(argparse.ArgumentParser):
+    """A subcommand's parser, and of its own subcommands: each takes ``--debug`` too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help=_DEBUG_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fksteer import __version__
 
@@ -277,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fksteer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_DebugParser)
 
     from fksteer.commands.options import add_run_options
     from fksteer.commands.sample import SAMPLE_DEFAULTS
@@ -350,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the exact Gaussian-mixture demo instead of the image demo")
     demo.add_argument("--out", help="output directory (default: runs/demo; --exact: "
                       "runs/demo-exact)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace the results an earlier run left in --out (else refused)")
     demo.add_argument("--particles", type=int, help="K per prompt (default: 4; --exact: 16)")
     demo.add_argument("--steps", type=int, default=50, help="denoising steps (default: 50)")
     demo.add_argument("--lmbda", "--lambda", dest="lmbda", type=float, default=10.0,
@@ -486,19 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fksteer argv``; return the exit status (2 for a user error, with a one-line message).
-"""
-    args = build_parser().parse_args(argv)
+    """Run the command; mistakes end in one line and exit status 2 (Ctrl-C: 130), see
+    :mod:`fksteer.commands.errors`; ``--debug`` or FKSTEER_DEBUG=1 shows the traceback."""
+    from fksteer.commands.errors import debug_requested, end_with
+
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C while the parser's modules import
+        return end_with(interrupt)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         code = args.handler(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        from fksteer.extras import with_install_hint
-
-        message = " ".join(with_install_hint(error).split())  # one line
-        print(f"fksteer: error: {message}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:
+        if debug_requested(getattr(args, "debug", False)):
+            raise
+        return end_with(error)
     return code or 0

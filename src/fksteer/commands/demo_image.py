@@ -44,23 +44,28 @@ def run_image_demo(
     lmbda: float = 10.0,
     seed: int = 0,
     methods: Sequence[str] = DEMO_METHODS,
+    overwrite: bool = False,
 ) -> str:
-    """Run each method on ``prompts``; write the files and return the markdown report."""
+    """Run each method on ``prompts``; write the files and return the markdown report.
+
+    ``out_dir`` holding files is refused unless ``overwrite``; errors name the options."""
+    from fksteer.bench.records import counted
     from fksteer.commands.images import grid, particle_row, save_png, text_tile
+    from fksteer.commands.options import named_fk_config
     from fksteer.commands.records import write_json
     from fksteer.commands.staging import check_writable, staged_directory
     from fksteer.embedded.classifier import load_classifier
     from fksteer.embedded.image_model import load_image_model
     from fksteer.rewards.classifier import ClassifierLogProb
-    from fksteer.smc.config import FKConfig
     from fksteer.smc.engine import steer
 
-    config = FKConfig(num_particles=num_particles, lmbda=lmbda)
+    config = named_fk_config({"num_particles": num_particles, "lmbda": lmbda},
+                             {"num_particles": "--particles", "lmbda": "--lmbda"})
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"--steps {num_steps!r}: pass a positive int, e.g. 50.")
     if not prompts:
         raise ValueError("no prompts: pass class names, e.g. sneaker bag dress.")
-    check_writable(out_dir)
+    check_writable(out_dir, overwrite=overwrite)
     model = load_image_model("weak", num_inference_steps=num_steps)
     prompts = [CLASS_NAMES[model.class_id(prompt)] for prompt in prompts]
     reward = ClassifierLogProb(load_classifier("steering"), labels=CLASS_NAMES)
@@ -100,7 +105,8 @@ def run_image_demo(
                     "judge acc (draw)", "wall s", "NFE"], rows)
     report = (
         "# fksteer demo: base vs best-of-K vs FK on the embedded weak image model\n\n"
-        f"{len(prompts)} prompts ({', '.join(prompts)}), K = {num_particles} particles each, "
+        f"{counted(len(prompts), 'prompt')} ({', '.join(prompts)}), K = {num_particles} "
+        "particles each, "
         f"{num_steps} DDPM steps, lambda = {lmbda}, seed {seed}; same initial noise for every "
         "method. Steering reward: the steering classifier's log p(class | x) of a draw from the "
         "final weights (its expectation; best-of-K's weights sit on its best particle). Judge "
@@ -113,7 +119,7 @@ def run_image_demo(
               "judge": "embedded judge classifier", "prompts": prompts, "num_steps": num_steps,
               "seed": seed, "methods": list(methods), "fk_config": config.to_dict(),
               "threads": torch.get_num_threads()}
-    with staged_directory(out_dir) as work:
+    with staged_directory(out_dir, overwrite=overwrite) as work:
         _write_method_runs(work, record, prompts, samples_of, results_of, num_particles)
         blocks = []
         for group, prompt in enumerate(prompts):

@@ -14,6 +14,7 @@ that need it import it.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ __all__ = [
     "FK_FIELDS",
     "add_run_options",
     "build_fk_config",
+    "check_seed",
+    "named_fk_config",
     "parse_guidance",
     "parse_lambda",
     "parse_schedule",
@@ -225,6 +228,8 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     run.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of these options; "
                      "the command line overrides it")
     run.add_argument("--out", metavar="DIR", help=f"output directory (default: {defaults['out']})")
+    run.add_argument("--overwrite", action="store_const", const=True,
+                     help="replace the results an earlier run left in --out (else refused)")
 
 
 def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +254,9 @@ def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[
         or values["steps"] < 1
     ):
         raise ValueError(f"--steps {values['steps']!r}: pass a positive int, e.g. 50.")
+    check_seed(values.get("seed"))
+    if not isinstance(values.get("overwrite", False), bool):
+        raise ValueError(f"overwrite {values['overwrite']!r} in --config: pass true or false.")
     if values.get("method") not in METHODS:
         raise ValueError(f"--method {values.get('method')!r}: choose one of {', '.join(METHODS)}.")
     if values.get("dtype") not in DTYPES:
@@ -262,11 +270,17 @@ def build_fk_config(values: dict[str, Any]) -> FKConfig:
     for name, parse in (("lmbda", parse_lambda), ("guidance", parse_guidance)):
         if not callable(fields[name]):
             fields[name] = parse(fields[name])
+    return named_fk_config(fields, FK_FIELDS)
+
+
+def named_fk_config(fields: dict[str, Any], options: dict[str, str]) -> FKConfig:
+    """``FKConfig(**fields)``; its ValueError about a field is re-raised naming the command-line
+    option that set it (``options``: field -> option, e.g. ``{"num_particles": "--particles"}``)."""
     try:
         return FKConfig(**fields)
     except ValueError as error:
         message = str(error)
-        for name, option in FK_FIELDS.items():
+        for name, option in options.items():
             if message.startswith(f"FKConfig.{name}="):
                 raise ValueError(f"{option}: {message}") from None
         raise
@@ -282,11 +296,37 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(
             f"--device {name!r} is not a torch device: pass e.g. cpu or cuda."
         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; pass --device cpu.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available here; pass --device cpu.")
+    if device.type == "cpu":
+        return device
+    if device.type == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    else:  # cuda, xpu, ...: the backend's module says whether it is built and has devices
+        backend = getattr(torch, device.type, None)
+        try:
+            available = bool(backend.is_available())
+            count = int(backend.device_count())
+        except Exception:  # no such backend module, or not compiled into this torch
+            available, count = False, 0
+    if not available:
+        raise ValueError(f"--device {name}: {device.type} is not available here; pass "
+                         "--device cpu.")
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"--device {name}: this machine has {count} {device.type} device(s) "
+                         f"(0 .. {count - 1}); pass one of them.")
     return device
+
+
+#: torch accepts seeds in [-2**63, 2**64); the command line takes the non-negative ones.
+MAX_SEED = 2**64 - 1
+#: More threads than this only costs: torch takes seconds to start 10**5 of them, then crashes.
+MAX_THREADS = 1024
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` if it is an int in [0, 2**64), else a ValueError naming --seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed {seed!r}: pass an int from 0 to 2**64 - 1, e.g. 0.")
+    return seed
 
 
 def set_threads(threads: int | None, embedded: bool) -> None:
@@ -299,8 +339,10 @@ def set_threads(threads: int | None, embedded: bool) -> None:
     import torch
 
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"--threads {threads!r}: pass a positive int.")
+        if (isinstance(threads, bool) or not isinstance(threads, int)
+                or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"--threads {threads!r}: pass an int from 1 to {MAX_THREADS} "
+                             f"(this machine has {os.cpu_count()} CPUs).")
         torch.set_num_threads(threads)
     elif embedded:
         torch.set_num_threads(1)

@@ -56,6 +56,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "report": True,
     "parallel": "prompts",
     "per_group_seeds": False,
+    "overwrite": False,
 }
 
 
@@ -82,6 +83,12 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
         raise ValueError(f"--model {name}: no config.json there; {fix}.")
     if not path.exists() and looks_like_path(name):
         raise FileNotFoundError(f"--model {name}: no such directory; {fix}.")
+    if not path.exists():  # a hub id: its config from the cache (or the hub), one clear message
+        from fksteer.rewards.base import require
+        from fksteer.rewards.hub import load_pretrained
+
+        transformers = require("transformers", "text", what="--model (a hub masked LM)")
+        load_pretrained(transformers.AutoConfig.from_pretrained, name, what=f"--model {name}")
     try:
         denoiser = TransformersDenoiser.from_pretrained(str(path) if path.exists() else name,
                                                         device=device)
@@ -102,6 +109,7 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
 def run_text(values: dict[str, Any]) -> str:
     """Validate, steer and write; return a short text report for the terminal."""
     from fksteer.commands.prompts import read_prompts_file
+    from fksteer.commands.reward_option import check_reward_modality, ready_reward
     from fksteer.commands.staging import check_writable, staged_directory
     from fksteer.distributed.launch import local_device, start_process_group, stop_process_group
     from fksteer.distributed.modes import steer_in_mode
@@ -111,6 +119,7 @@ def run_text(values: dict[str, Any]) -> str:
     started = time.perf_counter()
     set_threads(values["threads"], embedded=values["model"] == "embedded")
     config = build_fk_config(values)
+    check_reward_modality(values["reward"], "text")
     if config.guidance != 0:
         raise ValueError(
             "--reward-guidance: masked diffusion moves tokens, not Gaussian states; gradient "
@@ -126,9 +135,9 @@ def run_text(values: dict[str, Any]) -> str:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts-file FILE.")
     device = local_device(resolve_device(values["device"]))  # under torchrun: cuda:LOCAL_RANK
     communicator = start_process_group(device)  # one process unless launched by torchrun
-    check_writable(values["out"])
+    check_writable(values["out"], overwrite=values["overwrite"])
     try:
-        reward = load_reward(values["reward"])
+        reward = ready_reward(load_reward(values["reward"]), values["reward"])
     except ValueError as error:
         raise ValueError(f"--reward: {error}") from None
     except ImportError as error:
@@ -140,23 +149,29 @@ def run_text(values: dict[str, Any]) -> str:
     progress = _progress_bar(model.num_steps) if communicator.is_root else None
     # one process: one generator, as before; under torchrun (or with per-group seeds) see
     # fksteer.distributed.modes. Rank 0 gets the whole result and writes; the others None.
-    result = steer_in_mode(
-        lambda group_prompts, generator: steer(
-            _WithProgress(model, progress), reward, config, prompts=group_prompts,
-            generator=generator, method=values["method"]),
-        model, reward, config, prompts, values["seed"], values["method"],
-        parallel=values["parallel"], per_group_seeds=values["per_group_seeds"],
-        communicator=communicator,
-    )
-    if progress is not None:
-        progress.close()
+    try:
+        result = steer_in_mode(
+            lambda group_prompts, generator: steer(
+                _WithProgress(model, progress), reward, config, prompts=group_prompts,
+                generator=generator, method=values["method"]),
+            model, reward, config, prompts, values["seed"], values["method"],
+            parallel=values["parallel"], per_group_seeds=values["per_group_seeds"],
+            communicator=communicator,
+        )
+    except BaseException:
+        if progress is not None:
+            progress.leave = False  # a failed run's bar is removed, not left at its last step
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
     if result is None:
         stop_process_group()  # waits for rank 0 to finish writing
         return ""
     values = {**values, "world_size": communicator.world_size}
     steered = time.perf_counter()
     timings = {"load": loaded - started, "steer": steered - loaded}
-    with staged_directory(values["out"]) as work:
+    with staged_directory(values["out"], overwrite=values["overwrite"]) as work:
         _write(work, values, config, prompts, result, timings)
     stop_process_group()
     if values["report"]:
@@ -236,9 +251,12 @@ def _write(work, values, config, prompts, result, timings) -> None:
 
 
 def _report(values, prompts, result, timings) -> str:
+    from fksteer.bench.records import counted
+
     texts = _texts(result)
     lines = [f"{values['method']} on {values['model']} with reward {values['reward']}: "
-             f"{len(prompts)} prompts x {result.num_particles} particles, NFE {result.nfe}, "
+             f"{counted(len(prompts), 'prompt')} x {counted(result.num_particles, 'particle')}, "
+             f"NFE {result.nfe}, "
              f"{timings['steer']:.1f} s"]
     for group, prompt in enumerate(prompts):
         best = int(result.best[group])

@@ -32,7 +32,13 @@ from fksteer.rewards.cache import clear_model_cache
 from fksteer.rewards.classifier import ClassifierLogProb
 from fksteer.rewards.compose import Combination, WeightedSum, weighted_sum
 from fksteer.rewards.constraint import Constraint
-from fksteer.rewards.registry import as_reward, available_rewards, load_reward, register_reward
+from fksteer.rewards.registry import (
+    as_reward,
+    available_rewards,
+    load_reward,
+    register_reward,
+    reward_modality,
+)
 
 __all__ = [
     "ClassifierLogProb",
@@ -46,5 +52,6 @@ __all__ = [
     "clear_model_cache",
     "load_reward",
     "register_reward",
+    "reward_modality",
     "weighted_sum",
 ]

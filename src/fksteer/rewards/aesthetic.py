@@ -113,6 +113,6 @@ class LAIONAesthetic(ImageRewardModel):
         """The LAION aesthetic score of each image."""
         encoder, head = self.model
         transform = ImageTransform.torchvision_clip(encoder.size, encoder.mean, encoder.std)
-        pixels = self.pixels(as_image_batch(samples, self.name), transform)
-        features = encoder.images(pixels)  # (B, 768), unit norm
+        images = as_image_batch(samples, self.name, size=encoder.size)
+        features = encoder.images(self.pixels(images, transform))  # (B, 768), unit norm
         return head(features.float())[:, 0]

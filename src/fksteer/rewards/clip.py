@@ -164,8 +164,8 @@ class _CLIPReward(ImageRewardModel):
     def cosines(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         if prompts is None:
             raise ValueError(f"{self.name} scores images against their prompts: got no prompts.")
-        images = as_image_batch(samples, self.name)
         encoder: CLIPEncoder = self.model
+        images = as_image_batch(samples, self.name, size=encoder.size)
         image_features = encoder.images(self.pixels(images, self.transform(encoder)))  # (B, D)
         text_features = encoder.texts([str(p) for p in prompts])  # (B, D)
         return (image_features * text_features).sum(dim=-1)  # (B,)

@@ -199,7 +199,7 @@ class ImageReward(ImageRewardModel):
             raise ValueError("ImageReward scores images against their prompts: got no prompts.")
         vision, text, head, tokenizer = self.model
         dtype = next(vision.parameters()).dtype
-        images = as_image_batch(samples, self.name)
+        images = as_image_batch(samples, self.name, size=vision.config.image_size)
         pixels = self.pixels(images, ImageTransform.torchvision_clip(vision.config.image_size))
         image_states = vision(pixel_values=pixels.to(dtype)).last_hidden_state  # (B, N, W)
         image_mask = torch.ones(image_states.shape[:2], dtype=torch.long, device=self.device)

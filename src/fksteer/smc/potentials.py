@@ -88,10 +88,17 @@ class Potential:
         return state
 
     def step(
-        self, state: PotentialState, rewards: torch.Tensor, lmbda: torch.Tensor, dead: torch.Tensor
+        self,
+        state: PotentialState,
+        rewards: torch.Tensor,
+        lmbda: torch.Tensor,
+        dead: torch.Tensor | None,
     ) -> tuple[torch.Tensor, PotentialState]:
-        """Apply one scoring step: log G_i (-inf where ``dead``) and the updated state."""
+        """Apply one scoring step: log G_i (-inf where ``dead``; ``None``: no particle died at
+        this step) and the updated state."""
         log_potential, carried = self.log_potential(state, rewards, lmbda)
+        if dead is None:
+            return log_potential, {**state, **carried, APPLIED: state[APPLIED] + log_potential}
         log_potential = log_potential.masked_fill(dead, -math.inf)
         # A dead particle's log-weight is -inf already; keep its bookkeeping finite.
         applied = state[APPLIED] + log_potential.masked_fill(dead, 0.0)

@@ -168,15 +168,27 @@ def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> 
     """
     total = len(samples)
     batch_size = getattr(reward, "batch_size", None) or max(total, 1)
+    if batch_size >= total:  # one call: a tensor is passed as it is, anything else sliced
+        whole = samples if isinstance(samples, torch.Tensor) else samples[0:total]
+        return _reward_values(reward(whole, None if prompts is None else list(prompts)), total)
     values = []
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         out = reward(samples[start:stop], None if prompts is None else list(prompts[start:stop]))
-        out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-        if out.numel() != stop - start:
-            raise ValueError(
-                f"the reward returned {out.numel()} values for {stop - start} samples: "
-                "it must return one float per sample."
-            )
-        values.append(out)
+        values.append(_reward_values(out, stop - start))
     return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
+
+
+def _reward_values(out: Any, expected: int) -> torch.Tensor:
+    """A reward's output as (B,) float64 on the CPU, or a ValueError when B != ``expected``."""
+    out = torch.as_tensor(out)
+    if out.requires_grad or out.dtype != torch.float64 or out.device.type != "cpu":
+        out = out.detach().to(device="cpu", dtype=torch.float64)
+    if out.dim() != 1:
+        out = out.reshape(-1)
+    if out.numel() != expected:
+        raise ValueError(
+            f"the reward returned {out.numel()} values for {expected} samples: "
+            "it must return one float per sample."
+        )
+    return out

@@ -83,7 +83,10 @@ def flatten_rows(tree: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Te
 def select_rows(tree: Any, index: torch.Tensor) -> Any:
     """``tree`` with every tensor leaf's rows taken at ``index`` (on each leaf's device)."""
     leaves, build = flatten_rows(tree)
-    return build([leaf.index_select(0, index.to(leaf.device)) for leaf in leaves])
+    return build([
+        leaf.index_select(0, index if leaf.device == index.device else index.to(leaf.device))
+        for leaf in leaves
+    ])
 
 
 def permute_rows(

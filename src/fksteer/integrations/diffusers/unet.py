@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from fksteer.integrations.diffusers.decoding import check_resolution, reduced_resolution
 from fksteer.integrations.diffusers.schedulers import (
     DeterministicSamplerWarning,
     clean_prediction,
@@ -57,6 +58,11 @@ class UNetStepModel(PermuteByRows):
             [0, 1], as the pipelines output).
         denoiser_batch_size: evaluate the UNet on at most this many particles at a time.
         decode_batch_size: decode at most this many samples at a time.
+        intermediate_resolution: a latent scale s in (0, 1] at which intermediate predictions
+            are decoded for the reward (resized by s, decoded, resized back:
+            :func:`~fksteer.integrations.diffusers.decoding.reduced_resolution`); ``"auto"``
+            (default) and ``"full"`` decode them at full resolution (a pixel-space decode costs
+            next to nothing). The final samples are always decoded at full resolution.
         progress: show a progress bar over the steps (needs tqdm).
 
     Prompts are class labels (ints) for a class-conditional UNet (``num_class_embeds`` set), and
@@ -73,9 +79,11 @@ class UNetStepModel(PermuteByRows):
         decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
         denoiser_batch_size: int | None = None,
         decode_batch_size: int | None = None,
+        intermediate_resolution: str | float = "auto",
         progress: bool = False,
     ) -> None:
         scheduler_spec(scheduler)  # refuses unsupported schedulers
+        check_resolution(intermediate_resolution, "UNetStepModel")
         for name, value in (
             ("num_inference_steps", num_inference_steps),
             ("denoiser_batch_size", denoiser_batch_size),
@@ -92,6 +100,7 @@ class UNetStepModel(PermuteByRows):
         self.decoder = decoder
         self.denoiser_batch_size = denoiser_batch_size
         self.decode_batch_size = decode_batch_size
+        self.intermediate_resolution = intermediate_resolution
         self.progress = progress
         self._bar = None
         parameters = inspect.signature(scheduler.step).parameters
@@ -187,6 +196,8 @@ class UNetStepModel(PermuteByRows):
         """Images in [0, 1] from clean samples, through the decoder if any, in chunks."""
         size = self.decode_batch_size or max(clean.shape[0], 1)
         decode = self.decoder or (lambda x: (x.float() / 2 + 0.5).clamp(0, 1))
+        if not final and not isinstance(self.intermediate_resolution, str):
+            decode = reduced_resolution(decode, float(self.intermediate_resolution))
         return torch.cat([decode(rows) for rows in clean.split(size)])
 
     def particle_rows(self, state: dict, model_output: torch.Tensor) -> dict:
