@@ -406,9 +406,7 @@ class ParticleSystem:
         # Each resampled group's evidence grows by the mean of its unnormalised weights: the
         # record keeps them, and :meth:`_resampling_evidence` adds them up at the end.
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
-        chosen = None
-        if self.reference_ancestor is not None:  # ancestor sampling, from the weights before
-            chosen = self.reference_ancestor(self.log_weights, self.potential_state)  # (G,)
+        log_weights = self.log_weights  # before the reset: ancestor sampling reads them
         if resampled is None:
             ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
             self.log_weights = torch.zeros_like(self.log_weights)
@@ -418,7 +416,8 @@ class ParticleSystem:
                 probabilities[resampled], K, self.engine_generator
             )
             self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
-        if chosen is not None:  # the reference (slot 0) takes it in every group that resampled
+        if self.reference_ancestor is not None:  # slot 0 (the reference), where resampled
+            chosen = self.reference_ancestor(log_weights, self.potential_state)  # (G,)
             ancestors[:, 0] = chosen if resampled is None else chosen.where(resampled, 0)
         if self.stable_slots:
             ancestors = survivors_in_place(ancestors)
