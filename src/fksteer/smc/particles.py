@@ -99,13 +99,9 @@ class ParticleSystem:
         stable_slots: rearrange each resampling's ancestors so that every surviving particle
             keeps its slot (:func:`~fksteer.smc.resampling.survivors_in_place`; same law), for
             drivers that pay for every particle that changes place.
-        scheme: the resampling scheme, a callable ``scheme(weights, num_samples, generator)``;
-            ``None`` uses ``config.resampling`` by name. Conditional SMC passes a conditional
-            scheme (:data:`~fksteer.smc.resampling.CONDITIONAL_SCHEMES`).
-        reference_ancestor: conditional SMC with ancestor sampling: called as
-            ``reference_ancestor(log_weights, potential_state)`` (both (G, K), before
-            resampling) at each resampling, it returns (G,) the new ancestor of slot 0 (the
-            reference) of every group; the groups that resample take it.
+        scheme, reference_ancestor: for conditional SMC (:mod:`fksteer.smc.particle_gibbs`): a
+            scheme ``(weights, num_samples, generator)`` in place of ``config.resampling``, and
+            ``(log_weights, potential_state) -> (G,)``, slot 0's ancestor where groups resample.
     """
 
     def __init__(
@@ -157,7 +153,6 @@ class ParticleSystem:
         self.engine_generator = engine_generator(generator)
         self.potential = get_potential(config.potential)
         self.rule = get_rule(config.rule)
-        # the config validated the name; conditional SMC passes its own scheme
         self.scheme = get_scheme(config.resampling) if scheme is None else scheme
         self.tilts = Tilts(config.lmbda, num_steps, self.num_groups)
         #: a constant lambda as one (G, 1) tensor, made once (None: the tilt varies)
@@ -411,22 +406,19 @@ class ParticleSystem:
         # Each resampled group's evidence grows by the mean of its unnormalised weights: the
         # record keeps them, and :meth:`_resampling_evidence` adds them up at the end.
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
+        log_weights = self.log_weights  # before the reset: ancestor sampling reads them
         if resampled is None:
             ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
+            self.log_weights = torch.zeros_like(self.log_weights)
         else:
             ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
             ancestors[resampled] = self.scheme(
                 probabilities[resampled], K, self.engine_generator
             )
-        if self.reference_ancestor is not None:  # conditional SMC with ancestor sampling
-            chosen = self.reference_ancestor(self.log_weights, self.potential_state)  # (G,)
-            ancestors[:, 0] = chosen if resampled is None else torch.where(
-                resampled, chosen, ancestors[:, 0]
-            )
-        if resampled is None:
-            self.log_weights = torch.zeros_like(self.log_weights)
-        else:
             self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
+        if self.reference_ancestor is not None:  # slot 0 (the reference), where resampled
+            chosen = self.reference_ancestor(log_weights, self.potential_state)  # (G,)
+            ancestors[:, 0] = chosen if resampled is None else chosen.where(resampled, 0)
         if self.stable_slots:
             ancestors = survivors_in_place(ancestors)
         self.potential_state = {
