@@ -21,6 +21,7 @@ _EXPORTS = {
     "FKConfig": "fksteer.smc.config",
     "LinearRamp": "fksteer.smc.config",
     "Reward": "fksteer.smc.protocol",
+    "SearchConfig": "fksteer.smc.config",
     "SteeringResult": "fksteer.smc.result",
     "StepModel": "fksteer.smc.protocol",
     "StepTrace": "fksteer.smc.result",
@@ -30,7 +31,7 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
-    from fksteer.smc.config import FKConfig, LinearRamp  # noqa: F401
+    from fksteer.smc.config import FKConfig, LinearRamp, SearchConfig  # noqa: F401
     from fksteer.smc.engine import steer  # noqa: F401
     from fksteer.smc.particles import AllParticlesDeadError  # noqa: F401
     from fksteer.smc.protocol import Reward, StepModel  # noqa: F401

@@ -16,7 +16,8 @@ Modules, from the bottom up:
   counts, time attribution), ``particles`` (the Feynman-Kac bookkeeping, driven step by step),
   ``guidance`` (reward-gradient proposals and their exact weights), ``result`` (SteeringResult,
   StepTrace);
-- ``engine`` (``steer``, the driver for any StepModel).
+- ``engine`` (``steer``, the driver for any StepModel), ``search`` (SVDD, CoDe and beam search
+  over M candidates per particle, driven through the same model calls).
 
 The names below load on first use, so that ``import fksteer.smc`` does not import torch.
 """
@@ -33,6 +34,8 @@ _EXPORTS = {
     "POTENTIALS": "potentials",
     "RESAMPLING_RULES": "rules",
     "METHODS": "config",
+    "SEARCH_METHODS": "config",
+    "SearchConfig": "config",
     "RESAMPLING_SCHEMES": "resampling",
     "steer": "engine",
     "ParticleSystem": "particles",
@@ -52,7 +55,13 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
-    from fksteer.smc.config import METHODS, FKConfig, LinearRamp  # noqa: F401
+    from fksteer.smc.config import (  # noqa: F401
+        METHODS,
+        SEARCH_METHODS,
+        FKConfig,
+        LinearRamp,
+        SearchConfig,
+    )
     from fksteer.smc.engine import steer  # noqa: F401
     from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator  # noqa: F401
     from fksteer.smc.potentials import POTENTIALS  # noqa: F401
