@@ -23,6 +23,7 @@ _EXPORTS = {
     "GibbsResult": "fksteer.smc.gibbs_result",
     "LinearRamp": "fksteer.smc.config",
     "Reward": "fksteer.smc.protocol",
+    "SearchConfig": "fksteer.smc.config",
     "SteeringResult": "fksteer.smc.result",
     "StepModel": "fksteer.smc.protocol",
     "StepTrace": "fksteer.smc.result",
@@ -33,7 +34,7 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
-    from fksteer.smc.config import FKConfig, LinearRamp  # noqa: F401
+    from fksteer.smc.config import FKConfig, LinearRamp, SearchConfig  # noqa: F401
     from fksteer.smc.engine import steer  # noqa: F401
     from fksteer.smc.gibbs_result import GibbsResult  # noqa: F401
     from fksteer.smc.particle_gibbs import Budget, gibbs  # noqa: F401

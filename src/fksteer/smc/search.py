@@ -182,8 +182,9 @@ class _Search:
 
 
 def _distinct(parents: torch.Tensor) -> torch.Tensor:
-    """(G,) number of distinct values per row of ``parents`` (G, K)."""
-    return torch.tensor([len(set(row.tolist())) for row in parents])
+    """(G,) number of distinct particles in each row of ``parents`` (G, K), values in [0, K)."""
+    seen = torch.zeros(parents.shape, dtype=torch.bool)
+    return seen.scatter_(1, parents, True).sum(dim=1)
 
 
 def search(
