@@ -9,10 +9,21 @@ Variants, interleaved round by round after a warm-up:
 - ``stock``: ``pipe(num_images_per_prompt=K, ...)`` itself;
 - ``fk_tiny``: ``steer_pipeline`` with ``AutoencoderTiny`` (TAESD architecture) as the
   intermediate decoder (the final potential uses the pipeline's own VAE decode);
-- ``fk_full``: ``steer_pipeline`` decoding intermediate predictions with the full VAE;
+- ``fk_auto``: ``steer_pipeline`` with its default intermediate decoding (the pipeline's VAE on
+  half-size latents, images resized back: ``DiffusersOptions.intermediate_resolution="auto"``);
+- ``fk_full``: ``steer_pipeline`` decoding intermediate predictions with the full VAE at full
+  resolution (``intermediate_resolution="full"``);
 - ``fk_guided`` (K in ``--guided-particles`` only): ``fk_tiny`` plus reward-gradient guidance
   (``FKConfig.guidance=1``): at every step the UNet (with CFG), the tiny decoder and the CLIP
-  tower run again forward and backward, in chunks of ``--guided-batch`` particles.
+  tower run again forward and backward, in chunks of ``--guided-batch`` particles;
+- ``fk_guided_ckpt`` (with ``--checkpointing``): ``fk_guided`` with the UNet's gradient
+  checkpointing on (less memory for the backward pass, one more forward).
+
+``--model sdxl`` runs the SDXL base architecture instead (2.6B-parameter UNet, 1024 px, its VAE,
+precomputed 2048-wide prompt embeddings and 1280-wide pooled embeddings), to show how the
+overhead shrinks as the denoiser grows. ``--profile-guided`` adds one ``fk_guided`` run under
+``torch.profiler`` and writes the operators that took the GPU's time to ``guided_profile.txt``.
+``benchmarks/gpu_perf.sh`` runs the three measurements of issue 19 in one go.
 
 Writes config.json, results.jsonl (one line per run), report.md (median seconds, ratio to stock,
 peak GPU memory; target fk_tiny / stock <= 1.10) into --out.
@@ -51,7 +62,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fksteer import FKConfig  # noqa: E402
 
-VARIANTS = ("stock", "fk_tiny", "fk_full", "fk_guided")
+VARIANTS = ("stock", "fk_tiny", "fk_auto", "fk_full", "fk_guided", "fk_guided_ckpt")
+
+
+def sdxl_parts(quick: bool):
+    """(unet, vae, tiny decoder) configs of SDXL base (stabilityai/stable-diffusion-xl-base-1.0)."""
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+
+    if quick:
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+            use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=4, projection_class_embeddings_input_dim=4 * 6 + 16,
+            cross_attention_dim=32, norm_num_groups=4,
+        )
+        return unet, *sd15_parts(True)[1:]
+    unet = UNet2DConditionModel(  # unet/config.json
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    )
+    vae = AutoencoderKL(  # vae/config.json (force_upcast off: time the fp16 decode)
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
+        sample_size=1024, scaling_factor=0.13025, force_upcast=False,
+    )
+    return unet, vae, AutoencoderTiny()
 
 
 def sd15_parts(quick: bool):
@@ -133,25 +175,41 @@ class ClipImageReward:
 
 
 def build(args):
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
+    xl = args.model == "sdxl"
     with torch.device(device):  # initialise the weights on the GPU directly
-        unet, vae, tiny = sd15_parts(args.quick)
+        unet, vae, tiny = (sdxl_parts if xl else sd15_parts)(args.quick)
     unet, vae, tiny = (m.to(device, dtype).eval() for m in (unet, vae, tiny))
+    if args.channels_last:
+        unet.to(memory_format=torch.channels_last)
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet,
-                                   scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    if xl:
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=None, text_encoder_2=None,
+                                         tokenizer=None, tokenizer_2=None, unet=unet,
+                                         scheduler=scheduler)
+    else:
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet,
+                                       scheduler=scheduler, safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     width = unet.config.cross_attention_dim
     tokens = 77 if not args.quick else 8
     generator = torch.Generator().manual_seed(1)
     embeds = torch.randn(1, tokens, width, generator=generator).to(device, dtype)
+    extra = {}
+    if xl:  # pooled text embeddings: the rest of the time-embedding input
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * (
+            unet.config.addition_time_embed_dim)
+        pooled = torch.randn(1, pooled, generator=generator).to(device, dtype)
+        extra = {"pooled_prompt_embeds": pooled,
+                 "negative_pooled_prompt_embeds": torch.zeros_like(pooled)}
     request = {
+        **extra,
         "prompt_embeds": embeds,
         "negative_prompt_embeds": torch.zeros_like(embeds),
         "guidance_scale": 7.5,
@@ -176,13 +234,18 @@ def run_once(pipe, tiny, reward, request, variant, K, args, seed):
     if variant == "stock":
         pipe(**request, num_images_per_prompt=K, output_type="pt", generator=generator)
     else:
-        guided = variant == "fk_guided"
+        guided = variant.startswith("fk_guided")
         config = FKConfig(num_particles=K, lmbda=10.0,
                           resample_every=max(args.steps // args.scoring_points, 1),
                           guidance=1.0 if guided else 0.0)
-        options = DiffusersOptions(decoder=None if variant == "fk_full" else tiny,
+        own_vae = variant in ("fk_full", "fk_auto")
+        options = DiffusersOptions(decoder=None if own_vae else tiny,
+                                   intermediate_resolution="full" if variant == "fk_full"
+                                   else "auto",
                                    decode_batch_size=args.decode_batch_size,
                                    denoiser_batch_size=args.guided_batch if guided else None)
+        if variant == "fk_guided_ckpt":
+            pipe.unet.enable_gradient_checkpointing()
         try:
             result = steer_pipeline(pipe, reward, config, generator=generator, options=options,
                                     **request)
@@ -190,6 +253,9 @@ def run_once(pipe, tiny, reward, request, variant, K, args, seed):
             torch.cuda.empty_cache()
             return {"variant": variant, "num_particles": K, "seed": seed,
                     "seconds": None, "parts": None, "error": "out of memory"}
+        finally:
+            if variant == "fk_guided_ckpt":
+                pipe.unet.disable_gradient_checkpointing()
         seconds_parts = result.seconds
     if cuda:
         torch.cuda.synchronize()
@@ -214,6 +280,13 @@ def main() -> None:
     parser.add_argument("--guided-batch", type=int, default=4,
                         help="particles per backward pass (and denoiser rows per forward) of "
                         "fk_guided")
+    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="also run fk_guided with the UNet's gradient checkpointing")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="the UNet in channels_last memory format")
+    parser.add_argument("--profile-guided", action="store_true",
+                        help="profile one fk_guided run: guided_profile.txt")
     parser.add_argument("--quick", action="store_true", help="tiny models on the CPU")
     args = parser.parse_args()
     if args.quick:
@@ -223,7 +296,8 @@ def main() -> None:
     guided_particles = {int(k) for k in args.guided_particles.split(",") if k.strip()}
 
     def variants(K):
-        return [v for v in VARIANTS if v != "fk_guided" or K in guided_particles]
+        chosen = [v for v in VARIANTS if not v.startswith("fk_guided") or K in guided_particles]
+        return [v for v in chosen if v != "fk_guided_ckpt" or args.checkpointing]
     args.out.mkdir(parents=True, exist_ok=True)
 
     import diffusers
@@ -257,7 +331,8 @@ def main() -> None:
 
     lines = [
         "# GPU overhead of steer_pipeline (SD-1.5 architecture, random weights)\n",
-        f"{card}, {environment['dtype']}, {args.size}px, {args.steps} DDIM steps (eta=1), CFG "
+        f"{card}, {args.model}, {environment['dtype']}, {args.size}px, {args.steps} DDIM steps "
+        "(eta=1), CFG "
         f"7.5, {args.scoring_points} scoring points, CLIP ViT-L/14-sized reward; median of "
         f"{args.repeats} interleaved repeats. torch {torch.__version__}, diffusers "
         f"{diffusers.__version__}.\n",
@@ -283,6 +358,25 @@ def main() -> None:
     report = "\n".join(lines) + "\n"
     (args.out / "report.md").write_text(report)
     print(report)
+    if args.profile_guided and guided_particles:
+        profile_guided(pipe, tiny, reward, request, min(guided_particles), args)
+
+
+def profile_guided(pipe, tiny, reward, request, K, args) -> None:
+    """One fk_guided run under torch.profiler: the operators that took the time, by device
+    time (CUDA) or CPU time, into guided_profile.txt."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if pipe.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, record_shapes=False) as profiler:
+        record = run_once(pipe, tiny, reward, request, "fk_guided", K, args, seed=0)
+    key = "self_cuda_time_total" if pipe.device.type == "cuda" else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=key, row_limit=40)
+    (args.out / "guided_profile.txt").write_text(
+        f"fk_guided, K = {K}: {json.dumps(record)}\n\n{table}\n")
+    print(table)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,18 @@ def test_bad_text_input_exits_2_and_writes_nothing(args, option, hint, tiny_mode
     assert code == 2
     assert option in stderr and hint in stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
+                    reason="the embedded text model's weights are not committed yet")
+@pytest.mark.parametrize("prompts", [[], ["Never", "The best"]])
+def test_text_runs_prompts_of_different_lengths_on_the_embedded_model(prompts, tmp_path,
+                                                                      capsys):
+    """The default prompts (1 and 2 tokens long) and any ragged list run on the embedded model."""
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["text", *prompts, *TINY, "--out", out], capsys)
+    assert code == 0, stderr
+    expected = prompts or ["You will", "The best", "Never"]
+    records = read_jsonl(out / "results.jsonl")
+    assert [r["prompt"] for r in records] == [p for p in expected for _ in range(2)]
+    assert all(isinstance(r["text"], str) for r in records)

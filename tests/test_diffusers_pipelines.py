@@ -512,6 +512,79 @@ def test_callable_decoder_gets_the_clean_latents(pipes):
     assert seen == [torch.Size([4, 4, 8, 8])] * 3
 
 
+def _shape_recorder(shapes, input_size=None):
+    def reward(images, prompts):
+        shapes.append(tuple(images.shape))
+        return images.mean(dim=(1, 2, 3))
+
+    if input_size is not None:
+        reward.input_size = input_size
+    return reward
+
+
+@pytest.mark.parametrize(
+    "resolution, input_size, intermediate",
+    [
+        ("auto", None, (4, 3, 16, 16)),  # half the latents, images resized back to 16x16
+        (0.25, None, (4, 3, 16, 16)),
+        ("full", None, (4, 3, 16, 16)),
+        ("auto", 4, (4, 3, 4, 4)),  # the smallest decode with a short side >= 4 px
+        ("auto", 64, (4, 3, 16, 16)),  # never above full resolution
+    ],
+)
+def test_intermediate_resolution_keeps_the_final_decode(pipes, resolution, input_size,
+                                                        intermediate):
+    """Intermediate predictions are decoded at the resolution asked for; the final potential
+    reads the pipeline's own full decode, so the output equals the stock pipeline's."""
+    pipe, K = pipes("sd"), 2
+    shapes = []
+    expected = stock_images(pipe, "sd", K, seed=5)
+    result = steer_pipeline(
+        pipe, _shape_recorder(shapes, input_size), FKConfig(num_particles=K, lmbda=0.0),
+        generator=torch.Generator().manual_seed(5),
+        options=DiffusersOptions(intermediate_resolution=resolution), **call_kwargs("sd"),
+    )
+    assert torch.equal(result.samples.reshape(expected.shape), expected)
+    assert shapes == [intermediate] * 3 + [(4, 3, 16, 16)]
+
+
+def test_auto_resolution_halves_the_vae_decode(pipes):
+    """'auto' decodes latents of half the height and width with the pipeline's own VAE."""
+    pipe = pipes("sd")
+    seen = []
+    original = pipe.vae.decode
+
+    def spy(latents, *args, **kwargs):
+        seen.append(tuple(latents.shape[-2:]))
+        return original(latents, *args, **kwargs)
+
+    pipe.vae.decode = spy
+    try:
+        steer_pipeline(pipe, zeros, FKConfig(num_particles=2),
+                       generator=torch.Generator().manual_seed(0), **call_kwargs("sd"))
+    finally:
+        del pipe.vae.decode
+    assert seen[:3] == [(4, 4)] * 3 and seen[3] == (8, 8)  # three scoring steps, then the final
+
+
+def test_reduced_resolution_matches_a_full_decode_on_smooth_images():
+    """Resizing down and back loses only detail: a constant image comes back unchanged."""
+    from fksteer.integrations.diffusers.decoding import reduced_resolution
+
+    decode = lambda x: (x / 2 + 0.5).clamp(0, 1)  # noqa: E731
+    latents = torch.full((3, 1, 8, 8), 0.4)
+    reduced = reduced_resolution(decode, 0.5)(latents)
+    torch.testing.assert_close(reduced, decode(latents))
+    small = reduced_resolution(decode, short_side=3, pixels_per_latent=2)(latents)
+    assert small.shape == (3, 1, 2, 2)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, "half", True, None])
+def test_bad_intermediate_resolution_is_an_error(value):
+    with pytest.raises(ValueError, match="intermediate_resolution"):
+        DiffusersOptions(intermediate_resolution=value)
+
+
 # -- errors and restoration ----------------------------------------------------------------------
 
 

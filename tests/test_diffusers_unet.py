@@ -128,3 +128,24 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="class-conditional"):
         model = UNetStepModel(tiny_unet2d(num_class_embeds=2), diffusers.DDPMScheduler(), 2)
         steer(model, zeros, FKConfig(num_particles=2), generator=torch.Generator().manual_seed(0))
+
+
+def test_intermediate_resolution_reduces_only_intermediate_decodes():
+    """A latent scale blurs what the intermediate potentials read (same shape), never the final
+    samples; the final potential then reads them in full, so FK still runs to the end."""
+    model = UNetStepModel(tiny_unet2d(), diffusers.DDPMScheduler(num_train_timesteps=50), 4,
+                          intermediate_resolution=0.5)
+    checkerboard = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2.0 - 1.0
+    clean = checkerboard.expand(3, 1, 8, 8)
+    final = model.decode(clean, final=True)
+    intermediate = model.decode(clean, final=False)
+    assert final.shape == intermediate.shape == (3, 1, 8, 8)
+    torch.testing.assert_close(final, (clean / 2 + 0.5).clamp(0, 1))
+    # the pixel-scale detail is averaged out (up to the antialiasing kernel's edge effects)
+    torch.testing.assert_close(intermediate, torch.full_like(final, 0.5), rtol=0, atol=0.02)
+    result = steer(model, brightness, FKConfig(num_particles=3),
+                   generator=torch.Generator().manual_seed(0))
+    assert result.samples.shape == (1, 3, 1, 8, 8)
+    with pytest.raises(ValueError, match="intermediate_resolution"):
+        UNetStepModel(tiny_unet2d(), diffusers.DDPMScheduler(num_train_timesteps=50), 4,
+                      intermediate_resolution=2.0)

@@ -468,3 +468,26 @@ def test_keep_in_place_keeps_the_offspring_and_every_survivor_in_its_slot():
     identity = torch.arange(6).expand(3, 6)
     assert torch.equal(keep_in_place(identity), identity)
     assert torch.equal(keep_in_place(torch.tensor([[3, 3, 0, 2]])), torch.tensor([[0, 3, 2, 3]]))
+
+
+def test_systematic_by_counts_at_the_edges_of_the_uniform():
+    """U = 0 and U up to just below 1, with leading, inner and trailing zero weights: every
+    ancestor has a positive weight, and each offspring count is floor or ceil of M w_i (at U
+    within an ulp of 1, rounding may move one point across an exact boundary, as in the
+    inverse-CDF lookup: only the first property is asked there)."""
+    from fksteer.smc.resampling import _systematic_by_counts
+
+    weights = torch.tensor([[0.0, 0.3, 0.0, 0.7, 0.0, 0.0], [0.5, 0.0, 0.25, 0.25, 0.0, 0.0]],
+                           dtype=torch.float64)
+    for u in (0.0, 0.5, 0.999, 1.0 - 2.0**-53):
+        uniform = torch.full((2, 1), u, dtype=torch.float64)
+        for num_samples in (1, 5, 6, 7, 64):
+            ancestors = _systematic_by_counts(weights, num_samples, uniform)
+            assert ancestors.shape == (2, num_samples)
+            assert bool((weights.gather(1, ancestors) > 0).all())
+            if u > 0.999:
+                continue
+            counts = torch.zeros_like(weights).scatter_add_(
+                1, ancestors, torch.ones_like(ancestors, dtype=torch.float64))
+            expected = num_samples * weights
+            assert bool(((counts >= expected.floor()) & (counts <= expected.ceil())).all())

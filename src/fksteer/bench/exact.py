@@ -29,7 +29,18 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, mean_and_ci, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    counted,
+    markdown_table,
+    mean_and_ci,
+    write_json,
+)
+from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import POTENTIALS, FKConfig
 from fksteer.smc.engine import steer
@@ -40,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: FK with each potential, then the baselines at equal NFE.
 METHOD_NAMES = tuple(f"fk-{potential}" for potential in POTENTIALS) + ("importance", "best_of_n")
+#: Config fields that only add or drop (method, N, seed) records: a resumed run may change them.
+MAY_CHANGE = ("particles", "methods", "seeds")
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,13 @@ class ExactBenchConfig:
             raise ValueError(f"particles={self.particles!r}: pass positive ints, e.g. (4, 16).")
         if self.seeds < 1 or self.replicas < 2:
             raise ValueError("seeds must be >= 1 and replicas >= 2.")
+        check_counts(particles=(self.particles, 10 * MOST_PARTICLES),
+                     seeds=(self.seeds, MOST_SEEDS), replicas=(self.replicas, MOST_PARTICLES),
+                     num_steps=(self.num_steps, MOST_STEPS))
 
     @classmethod
     def quick(cls) -> ExactBenchConfig:
+        """The CI variant: N in 4, 16, 64, two seeds of 50 runs (seconds)."""
         return cls(particles=(4, 16, 64), seeds=2, replicas=50)
 
 
@@ -160,7 +177,8 @@ def summarise(bench: ExactBenchConfig, records: list[dict]) -> tuple[str, dict]:
         f"Target: the rare component (1% prior mass) holds {float(target.weights[-1]):.3f} of the "
         f"tilted mass; log Z = {target.log_normaliser:.4f}. {bench.num_steps} steps, "
         f"FK resamples every {bench.resample_every} steps ({bench.resampling}). Each cell: mean "
-        f"over {bench.seeds} seed(s) of the average over {bench.replicas} independent runs, "
+        f"over {counted(bench.seeds, 'seed')} of the average over {bench.replicas} independent "
+        "runs, "
         "+- a 95% confidence interval over seeds. All methods use the same NFE at equal N.\n",
     ]
     slopes: dict[str, dict[str, float]] = {}
@@ -235,7 +253,9 @@ def run_exact_bench(bench: ExactBenchConfig, out_dir: str | Path, progress=None)
     and ``error_vs_particles.png``.
     """
     out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", {"bench": "exact", **asdict(bench)})
+    config = {"bench": "exact", **asdict(bench), "machine": machine_info()}
+    check_resumable(out_dir, config, MAY_CHANGE)
+    write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", ("method", "num_particles", "seed"))
     work = [
         (method, n, seed)
@@ -247,7 +267,10 @@ def run_exact_bench(bench: ExactBenchConfig, out_dir: str | Path, progress=None)
     logger.info("bench exact: %d of %d runs to do", len(todo), len(work))
     for method, n, seed in progress(todo) if progress else todo:
         records.append(run_one(bench, method, n, seed))
-    report, summary = summarise(bench, records.records)
+    wanted = set(work)  # an earlier run with more seeds, N or methods left lines outside them
+    current = [r for r in records.records
+               if (r["method"], r["num_particles"], r["seed"]) in wanted]
+    report, summary = summarise(bench, current)
     (out_dir / "report.md").write_text(report)
     plot(bench, summary, out_dir / "error_vs_particles.png")
     return summary

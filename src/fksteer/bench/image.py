@@ -15,10 +15,10 @@ initial noise (equal NFE): ``base``, ``best_of_n`` and FK with each potential (`
 ``fk-max``, ``fk-sum``, ``fk-immediate``). Per prompt it records the steering reward and the
 judge's verdict of the best particle (the paper's protocol) and of a draw from the final weights
 (its expectation), the diversity of the K final particles (mean pairwise RMS pixel distance),
-the final ESS, NFE, reward calls and wall seconds of the whole run per prompt (denoiser, decode,
-reward and engine). The report adds reward against K, and held-out accuracy of the weak model
-with FK against the strong model's plain samples with their compute beside them. Files:
-``config.json``, ``results.jsonl`` (one line per model, method, K, seed and prompt),
+the final ESS, NFE, samples scored by the reward and wall seconds of the whole run per prompt
+(denoiser, decode, reward and engine). The report adds reward against K, and held-out accuracy
+of the weak model with FK against the strong model's plain samples with their compute beside
+them. Files: ``config.json``, ``results.jsonl`` (one line per model, method, K, seed and prompt),
 ``report.md``, ``summary.json``, ``reward_vs_particles.png`` and ``accuracy_vs_compute.png``.
 """
 
@@ -32,7 +32,16 @@ from typing import Any
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import check_resumable, format_cell, machine_info, run_units, seed_cell
 from fksteer.distributed.communicator import Communicator
 from fksteer.embedded.fashion import CLASS_NAMES
@@ -65,6 +74,8 @@ class ImageBenchConfig:
     resampling: str = "systematic"
     resample_every: int = 5
     ess_threshold: float | None = None
+    #: the latent scale intermediate predictions are decoded at ("full": full resolution)
+    intermediate_resolution: str | float = "full"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in IMAGE_METHODS]
@@ -80,17 +91,22 @@ class ImageBenchConfig:
             raise ValueError(f"particles={self.particles!r}: pass positive ints, e.g. (2, 4, 8).")
         if self.seeds < 1 or self.repeats < 1 or not self.classes or self.num_steps < 1:
             raise ValueError("seeds, repeats and num_steps must be >= 1 and classes non-empty.")
+        check_counts(particles=(self.particles, MOST_PARTICLES), seeds=(self.seeds, MOST_SEEDS),
+                     repeats=(self.repeats, MOST_REPEATS), num_steps=(self.num_steps, MOST_STEPS))
         for method in self.methods:
             self.fk_config(method, min(self.particles))  # FKConfig's own checks, now
 
     @classmethod
     def quick(cls) -> ImageBenchConfig:
+        """The CI variant: K = 2, one seed, three classes, ten steps."""
         return cls(particles=(2,), seeds=1, classes=CLASS_NAMES[:3], repeats=1, num_steps=10)
 
     def expanded_prompts(self) -> list[str]:
+        """The class names, each repeated ``repeats`` times: one group each."""
         return [name for _ in range(self.repeats) for name in self.classes]
 
     def fk_config(self, method: str, num_particles: int) -> FKConfig:
+        """The FKConfig of ``method`` (``fk-<potential>``; baselines use the default potential)."""
         potential = method.removeprefix("fk-") if method.startswith("fk-") else "difference"
         return FKConfig(num_particles=num_particles, potential=potential, lmbda=self.lmbda,
                         resampling=self.resampling, resample_every=self.resample_every,
@@ -125,7 +141,8 @@ class _ImageUnits:
 
             model = load_image_model(size, num_inference_steps=self.bench.num_steps,
                                      guidance_scale=self.bench.guidance_scale,
-                                     scheduler=self.bench.scheduler)
+                                     scheduler=self.bench.scheduler,
+                                     intermediate_resolution=self.bench.intermediate_resolution)
             parameters = sum(p.numel() for p in model.model.unet.parameters())  # guided UNet
             self._models[size] = (model, parameters)
         return self._models[size]
@@ -223,7 +240,7 @@ def summarise(bench: ImageBenchConfig, records: list[dict]) -> tuple[str, dict]:
         "seconds of the run per prompt, denoiser, decode, reward and engine included.\n\n",
         markdown_table(["model", "K", "method", "reward best", "reward draw", "judge best",
                         "judge draw", "diversity", "final ESS", "NFE/prompt",
-                        "reward calls/prompt", "s/prompt"], rows),
+                        "samples scored/prompt", "s/prompt"], rows),
     ]
     compute_rows = []
     if "strong" in bench.models and "base" in bench.methods:
@@ -254,7 +271,7 @@ def summarise(bench: ImageBenchConfig, records: list[dict]) -> tuple[str, dict]:
             "cost the run's per-particle wall time; the weak rows give the whole K-particle "
             "run's cost per prompt.\n\n"
             + markdown_table(["model", "method", "K", "judge draw", "judge best", "s/prompt",
-                              "NFE/prompt", "reward calls/prompt"], compute_rows))
+                              "NFE/prompt", "samples scored/prompt"], compute_rows))
     return "".join(parts), {"cells": cells}
 
 

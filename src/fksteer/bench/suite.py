@@ -36,6 +36,7 @@ __all__ = [
     "machine_info",
     "distinct_n",
     "run_all_benches",
+    "check_resumable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -215,23 +216,56 @@ def run_all_benches(out_dir: str | Path, quick: bool,
 
 def check_resumable(out_dir: str | Path, config: dict[str, Any],
                     may_change: Sequence[str]) -> None:
-    """Refuse to resume into ``out_dir`` when its saved config differs in a field that changes
-    what a recorded line means (e.g. lambda or the prompts); fields in ``may_change`` (seeds,
-    particle counts, methods, ...) only add or drop units, so they may differ."""
+    """Refuse to resume into ``out_dir`` when its saved config differs in a setting that changes
+    what a recorded line means (lambda, replicas, the prompts, the torch threads behind each
+    timing...). Settings in ``may_change`` (seeds, particle counts, methods, ...) only add or drop
+    units, so they may differ. A folder with results but no config.json is refused too.
+
+    The ValueError names the first differing settings with the value saved there and the value
+    given now; the command line turns it into exit status 2.
+    """
     import json
 
-    path = Path(out_dir) / "config.json"
-    if not path.exists():
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a directory; pick another path.")
+    path = out_dir / "config.json"
+    if not path.is_file():
+        if (out_dir / "results.jsonl").exists():
+            raise ValueError(
+                f"--out {out_dir} holds results.jsonl but no config.json, so its settings are "
+                "unknown: pass a new --out, or delete that directory to start over."
+            )
         return
-    saved = json.loads(path.read_text())
-    fresh = json.loads(json.dumps(config))  # tuples -> lists, as saved
-    changed = sorted(
-        field for field in set(saved) | set(fresh)
-        if field not in may_change and field not in ("machine", "perplexity_note")
-        and saved.get(field) != fresh.get(field)
-    )
+    try:
+        saved = _resume_settings(json.loads(path.read_text()))
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"--out {out_dir}: its config.json is not a benchmark's config; pass a "
+                         "new --out, or delete that directory to start over.") from None
+    fresh = _resume_settings(json.loads(json.dumps(config)))  # tuples -> lists, as saved
+    changed = sorted(field for field in set(saved) | set(fresh) if field not in may_change
+                     and (field in saved, saved.get(field)) != (field in fresh, fresh.get(field)))
     if changed:
+        shown = "; ".join(f"{field} is {_shown(saved, field)} there and "
+                          f"{_shown(fresh, field)} here" for field in changed[:3])
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
         raise ValueError(
-            f"{out_dir} holds results of another configuration (it differs in {changed}): "
-            "pass a new --out, or delete that directory to start over."
+            f"--out {out_dir} holds results of other settings: {shown}{more}. Rerun with the "
+            "same settings to resume, pass a new --out, or delete that directory to start over."
         )
+
+
+def _resume_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a saved config that a resume must match: every field, except the
+    machine description, of which only the torch threads (a setting: it changes timings) count."""
+    settings = {field: value for field, value in config.items()
+                if field not in ("machine", "perplexity_note")}
+    machine = config.get("machine")
+    if isinstance(machine, dict) and "torch_threads" in machine:
+        settings["torch_threads"] = machine["torch_threads"]
+    return settings
+
+
+def _shown(settings: dict[str, Any], field: str) -> str:
+    text = repr(settings[field]) if field in settings else "unset"
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -23,7 +23,7 @@ Jensen): the report shows that ceiling beside it, with p measured on the base sa
 
 Also per prompt: SmolLM2-135M perplexity of the prompt plus the best and the drawn text (mean
 negative log-likelihood per token; the report gives exp of its mean), distinct-1/2/3 of the K
-final particles (whitespace words; resampling duplicates lower it), final ESS, NFE, reward calls
+final particles (whitespace words; resampling duplicates lower it), final ESS, NFE, samples scored
 and wall seconds (steering reward included). One JSONL line per (method, x_0 samples, K, seed,
 prompt); the files are ``config.json``, ``results.jsonl``, ``report.md``, ``summary.json`` and
 ``rates_vs_particles.png``.
@@ -41,7 +41,16 @@ from typing import Any
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import (
     check_resumable,
     distinct_n,
@@ -112,6 +121,9 @@ class TextBenchConfig:
             raise ValueError(f"x0_samples={self.x0_samples!r}: pass positive ints, e.g. (1, 4).")
         if self.seeds < 1 or self.repeats < 1 or not self.prompts:
             raise ValueError("seeds and repeats must be >= 1 and prompts non-empty.")
+        check_counts(particles=(self.particles, MOST_PARTICLES), seeds=(self.seeds, MOST_SEEDS),
+                     repeats=(self.repeats, MOST_REPEATS), x0_samples=(self.x0_samples, 1000),
+                     num_steps=(self.num_steps, MOST_STEPS), seq_len=(self.seq_len, MOST_STEPS))
         if self.potential not in POTENTIALS:
             raise ValueError(f"potential={self.potential!r}: choose one of {POTENTIALS}.")
         if self.perplexity not in PERPLEXITY_MODES:
@@ -121,6 +133,7 @@ class TextBenchConfig:
 
     @classmethod
     def quick(cls) -> TextBenchConfig:
+        """The CI variant: K = 4, one seed, three prompts, 16 tokens and steps."""
         return cls(particles=(4,), x0_samples=(1, 2), seeds=1, prompts=TEXT_PROMPTS[:3],
                    repeats=1, seq_len=16, num_steps=16, perplexity="auto")
 
@@ -132,9 +145,11 @@ class TextBenchConfig:
         return out
 
     def expanded_prompts(self) -> list[str]:
+        """The prompts, each repeated ``repeats`` times: one group each."""
         return [prompt for _ in range(self.repeats) for prompt in self.prompts]
 
     def fk_config(self, num_particles: int) -> FKConfig:
+        """The FKConfig of the FK runs at ``num_particles`` particles."""
         return FKConfig(num_particles=num_particles, potential=self.potential, lmbda=self.lmbda,
                         resampling=self.resampling, resample_every=self.resample_every,
                         ess_threshold=self.ess_threshold)
@@ -347,7 +362,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
         parts.append(f"\n## K = {k}\n\n" + markdown_table(
             ["setting", "steer best", "steer draw", "ceiling", "held-out best",
              "held-out draw", "held-out ceiling", "ppl best", "ppl draw", "dist-1", "dist-2",
-             "dist-3", "final ESS", "NFE/prompt", "reward calls/prompt", "s/prompt"], rows))
+             "dist-3", "final ESS", "NFE/prompt", "samples scored/prompt", "s/prompt"], rows))
     parts.append(
         "\nsteer/held-out: share of prompts whose text has the attribute under that judge. "
         "ppl: exp of the mean SmolLM2-135M negative log-likelihood per token of prompt + text. "

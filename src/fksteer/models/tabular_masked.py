@@ -259,6 +259,7 @@ class TabularMaskedDiffusion(TensorRows):
         return clean
 
     def final_sample(self, state: torch.Tensor) -> torch.Tensor:
+        """The final tokens, which are the sample."""
         return state
 
     def _check_step(self, step: int) -> None:

@@ -63,6 +63,7 @@ class LinearRamp:
                 )
 
     def __call__(self, step: int, num_steps: int) -> float:
+        """lambda at ``step`` of ``num_steps`` (``num_steps``: the final potential)."""
         return float(self.start + (self.end - self.start) * step / num_steps)
 
 
@@ -92,6 +93,11 @@ def _schedule_at(schedule: float | LinearRamp, step: int, num_steps: int, name: 
     if not math.isfinite(value):
         raise ValueError(f"the {name} schedule {schedule!r} gave {value} at step {step}")
     return value
+
+
+def _registered(name: Any, registry: dict[str, Any]) -> bool:
+    """Whether ``name`` is a key of ``registry`` (a list or a dict is not: no TypeError)."""
+    return isinstance(name, str) and name in registry
 
 
 def _fail(field: str, value: Any, fix: str) -> None:
@@ -159,7 +165,7 @@ class FKConfig:
             _fail("num_particles", self.num_particles, "pass a positive int, e.g. 8.")
         if self.num_particles < 1:
             _fail("num_particles", self.num_particles, "pass a positive int, e.g. 8.")
-        if self.potential not in POTENTIALS:
+        if not _registered(self.potential, POTENTIALS):
             _fail("potential", self.potential, f"choose one of {', '.join(POTENTIALS)}.")
         if isinstance(self.lmbda, bool):
             _fail("lmbda", self.lmbda, "pass a finite float or a schedule such as LinearRamp.")
@@ -184,7 +190,7 @@ class FKConfig:
             _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
 
     def _check_resampling(self) -> None:
-        if self.resampling not in RESAMPLING_SCHEMES:
+        if not _registered(self.resampling, RESAMPLING_SCHEMES):
             _fail("resampling", self.resampling, f"choose one of {', '.join(RESAMPLING_SCHEMES)}.")
         if self.ess_threshold is not None:
             if isinstance(self.ess_threshold, bool) or not isinstance(
@@ -198,7 +204,8 @@ class FKConfig:
                     "pass a float in (0, 1] (e.g. 0.5) for adaptive resampling, or None to "
                     "resample at every scoring step.",
                 )
-        if self.resampling_rule is not None and self.resampling_rule not in RESAMPLING_RULES:
+        if self.resampling_rule is not None and not _registered(self.resampling_rule,
+                                                                  RESAMPLING_RULES):
             _fail(
                 "resampling_rule",
                 self.resampling_rule,

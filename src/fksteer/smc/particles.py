@@ -50,10 +50,10 @@ import torch
 from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
-from fksteer.smc.protocol import Reward, call_reward
-from fksteer.smc.resampling import resample, survivors_in_place
-from fksteer.smc.result import SteeringResult, StepTrace
-from fksteer.smc.rules import get_rule
+from fksteer.smc.protocol import Reward, call_reward, final_reward
+from fksteer.smc.resampling import get_scheme, survivors_in_place
+from fksteer.smc.result import SteeringResult, build_trace
+from fksteer.smc.rules import always, get_rule
 from fksteer.smc.tempering import Tilts
 from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
 
@@ -126,6 +126,8 @@ class ParticleSystem:
             generator = torch.Generator()
             generator.seed()
         self.reward = reward
+        #: the reward of the final samples (``reward.final_reward`` where declared)
+        self.final_reward = final_reward(reward)
         self.config = config
         self.method = method
         self.num_steps = num_steps
@@ -137,18 +139,30 @@ class ParticleSystem:
         # one prompt per particle, group-major, as the reward receives them
         per_particle = [p for p in self.group_prompts for _ in range(config.num_particles)]
         self.reward_prompts = None if prompts is None else per_particle
+        # ... and one per prediction at the scoring steps (M per particle)
+        self._scoring_prompts = None if prompts is None else [
+            p for p in per_particle for _ in range(num_predictions)
+        ]
         self.generator = generator
         self.engine_generator = engine_generator(generator)
         self.potential = get_potential(config.potential)
         self.rule = get_rule(config.rule)
+        self.scheme = get_scheme(config.resampling)  # the config validated the name
         self.tilts = Tilts(config.lmbda, num_steps, self.num_groups)
+        #: a constant lambda as one (G, 1) tensor, made once (None: the tilt varies)
+        self._fixed_tilt = None
+        if isinstance(config.lmbda, (int, float)) and not isinstance(config.lmbda, bool):
+            self._fixed_tilt = torch.full((self.num_groups, 1), float(config.lmbda),
+                                          dtype=torch.float64)
         self.log_weights = torch.zeros((self.num_groups, self.num_particles), dtype=torch.float64)
         self.log_evidence = torch.zeros(self.num_groups, dtype=torch.float64)
         #: the potential's per-particle state along each path, named (G, K) tensors
         self.potential_state = self.potential.initial_state(self.log_weights)
         self.nfe = 0
         self.reward_calls = 0
-        self.trace: list[StepTrace] = []
+        #: one record per closed step; :func:`~fksteer.smc.result.build_trace` summarises them
+        self.records: list[dict[str, Any]] = []
+        self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles  # (G, 1)
         self._unrecorded: dict[str, Any] | None = None
         self._finished = False
 
@@ -178,12 +192,18 @@ class ParticleSystem:
         rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        self._check_no_plus_inf(rewards, step)
-        lmbda = self.tilts.intermediate(  # (G, 1)
-            step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
-        )
+        # one cheap check of every value (a NaN or an infinity makes the sum non-finite; an
+        # overflowing sum of finite rewards only takes the slow path for nothing)
+        finite = math.isfinite(rewards.sum().item())
+        if not finite:
+            self._check_no_plus_inf(rewards, step)
+        lmbda = self._fixed_tilt  # (G, 1), or None when it varies
+        if lmbda is None:
+            lmbda = self.tilts.intermediate(  # (G, 1)
+                step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
+            )
         rewards = self._combined(rewards, lmbda)  # (G, K)
-        record = self._weigh(step, rewards, lmbda)
+        record = self._weigh(step, rewards, lmbda, finite and self.num_predictions == 1)
         record, ancestors = self._resample_where_due(step, record)
         record["reward_seconds"] = reward_seconds
         record["engine_seconds"] = time.perf_counter() - start
@@ -240,8 +260,10 @@ class ParticleSystem:
             record = self._unscored(step)
         record["reward_seconds"] += times.decode + times.reward
         record["engine_seconds"] += times.permute
+        record["model_seconds"] = times.model
         self.nfe += self.plan.num_particles if evaluations is None else evaluations
-        self.trace.append(StepTrace(**record, model_seconds=times.model))
+        record["decode_seconds"] = times.decode
+        self.records.append(record)
 
     @torch.no_grad()
     def finish(
@@ -249,16 +271,18 @@ class ParticleSystem:
     ) -> SteeringResult:
         """Apply the final potential to the decoded final samples and return the result.
 
-        ``decoded`` is the flat batch (G*K items) the reward reads; it also becomes the result's
-        ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K floats), when given, are used
-        instead of calling the reward. ``times`` adds the driver's decode (and reward) time.
+        ``decoded`` is the flat batch (G*K items) the final reward (:attr:`final_reward`) reads;
+        it also becomes the result's ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K
+        floats of the final reward), when given, are used instead of calling it. ``times`` adds
+        the driver's decode (and reward) time.
         """
         if self._finished:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
         self._require_recorded("finish")
         self._finished = True
+        self.log_evidence = self.log_evidence + self._resampling_evidence()
         start = time.perf_counter()
-        rewards = self._rewards(decoded, rewards)
+        rewards = self._rewards(decoded, rewards, reward=self.final_reward)
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
@@ -272,18 +296,17 @@ class ParticleSystem:
         else:
             self._weigh_baseline(rewards, dead, lmbda)
         times = StepTimes() if times is None else times
-        record = self._scored_record(step, rewards, dead, dead, lmbda)
-        self.trace.append(
-            StepTrace(
-                **record,
-                resampled=torch.zeros(self.num_groups, dtype=torch.bool),
-                ancestors=None,
-                num_distinct=None,
-                model_seconds=0.0,
-                reward_seconds=reward_seconds + times.decode + times.reward,
-                engine_seconds=time.perf_counter() - start,
-            )
+        record = self._scored_record(step, rewards, dead, lmbda)
+        record.update(
+            resampled=torch.zeros(self.num_groups, dtype=torch.bool),
+            ancestors=None,
+            final=True,
+            model_seconds=0.0,
+            reward_seconds=reward_seconds + times.decode + times.reward,
+            engine_seconds=time.perf_counter() - start,
+            decode_seconds=times.decode,
         )
+        self.records.append(record)
         return self._result(decoded, rewards)
 
     # -- one scoring step -----------------------------------------------------------------
@@ -328,54 +351,84 @@ class ParticleSystem:
             return self.log_weights + final.masked_fill(dead, -math.inf)
         return (lmbda * safe).masked_fill(dead, -math.inf) + self.log_weights
 
-    def _weigh(self, step: int, rewards: torch.Tensor, lmbda: torch.Tensor) -> dict[str, Any]:
-        """Add this step's log-potentials to the log-weights; returns the trace record so far."""
-        self._check_no_plus_inf(rewards, step)  # the soft reward keeps a draw's +inf
-        dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
-        newly_dead = dead & torch.isfinite(self.log_weights)
-        safe = rewards.masked_fill(dead, 0.0)
+    def _weigh(
+        self, step: int, rewards: torch.Tensor, lmbda: torch.Tensor, finite: bool = False
+    ) -> dict[str, Any]:
+        """Add this step's log-potentials to the log-weights; returns the trace record so far.
+
+        ``finite``: every reward is known to be finite (no particle dies, nothing to check)."""
+        dead = None
+        if not finite:
+            self._check_no_plus_inf(rewards, step)  # the soft reward keeps a draw's +inf
+            dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
+            rewards_read = rewards.masked_fill(dead, 0.0)
         log_potential, self.potential_state = self.potential.step(
-            self.potential_state, safe, lmbda, dead
+            self.potential_state, rewards if finite else rewards_read, lmbda, dead
         )
+        newly_dead = None if dead is None else dead & torch.isfinite(self.log_weights)
         self.log_weights = self.log_weights + log_potential
-        self._check_alive(step, rewards)
-        return self._scored_record(step, rewards, dead, newly_dead, lmbda)
+        if dead is not None:
+            self._check_alive(step, rewards)
+        return self._scored_record(step, rewards, newly_dead, lmbda)
 
     def _resample_where_due(
         self, step: int, record: dict[str, Any]
     ) -> tuple[dict[str, Any], torch.Tensor | None]:
         """Resample the groups the rule picks; returns the record and flat ancestors (or None)."""
-        resampled = self.rule(record["ess"], self.num_particles, self.config)  # (G,) bool
-        ancestors = flat_ancestors = None
-        num_distinct = torch.full((self.num_groups,), self.num_particles)
-        if bool(resampled.any()):
-            ancestors, num_distinct = self._resample(resampled)
-            flat_ancestors = self._flat(ancestors)
-            logger.debug("step %d: %d group(s) resampled", step, int(resampled.sum()))
-        record.update(resampled=resampled, ancestors=ancestors, num_distinct=num_distinct)
+        resampled = None  # every group: the "always" rule reads nothing, so it is not asked
+        if self.rule is not always:
+            record["ess"] = ess(self.log_weights)
+            resampled = self.rule(record["ess"], self.num_particles, self.config)  # (G,) bool
+            if bool(resampled.all()):
+                resampled = None
+            elif not bool(resampled.any()):
+                record.update(resampled=resampled, ancestors=None)
+                return record, None
+            else:
+                logger.debug("step %d: %d group(s) resampled", step, int(resampled.sum()))
+        ancestors = self._resample(resampled)  # (G, K)
+        flat_ancestors = ancestors.reshape(-1)  # (G*K,) indices into the flat particle axis
+        if self.num_groups > 1:
+            flat_ancestors = (ancestors + self._offsets).reshape(-1)
+        record.update(resampled=resampled, ancestors=ancestors)
         return record, flat_ancestors
 
-    def _resample(self, resampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resample the groups flagged in ``resampled`` (G,); returns within-group ancestors."""
+    def _resample(self, resampled: torch.Tensor | None) -> torch.Tensor:
+        """Resample the groups flagged in ``resampled`` (G,), all of them when None; returns
+        (G, K) within-group ancestors."""
         K = self.num_particles
-        ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
-        probabilities = torch.exp(normalise(self.log_weights[resampled]))  # (R, K)
-        ancestors[resampled] = resample(
-            probabilities, K, self.config.resampling, self.engine_generator
-        )
+        # Each resampled group's evidence grows by the mean of its unnormalised weights: the
+        # record keeps them, and :meth:`_resampling_evidence` adds them up at the end.
+        probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
+        if resampled is None:
+            ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
+            self.log_weights = torch.zeros_like(self.log_weights)
+        else:
+            ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
+            ancestors[resampled] = self.scheme(
+                probabilities[resampled], K, self.engine_generator
+            )
+            self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
         if self.stable_slots:
             ancestors = survivors_in_place(ancestors)
-        # Each resampled group's evidence grows by the mean of its unnormalised weights.
-        self.log_evidence = torch.where(
-            resampled, self.log_evidence + log_mean_exp(self.log_weights), self.log_evidence
-        )
-        self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
         self.potential_state = {
             name: value.gather(1, ancestors) for name, value in self.potential_state.items()
         }
-        one_hot = torch.zeros(self.num_groups, K, dtype=torch.bool)
-        one_hot.scatter_(1, ancestors, True)
-        return ancestors, one_hot.sum(dim=1)
+        return ancestors
+
+    def _resampling_evidence(self) -> torch.Tensor:
+        """(G,) the sum, over the steps at which each group resampled, of log_mean_exp of its
+        log-weights just before (in one batched reduction)."""
+        resampling = [record for record in self.records if record["ancestors"] is not None]
+        if not resampling:
+            return torch.zeros(self.num_groups, dtype=torch.float64)
+        log_weights = torch.stack([record["log_weights"] for record in resampling])  # (R, G, K)
+        every = torch.ones(self.num_groups, dtype=torch.bool)
+        resampled = torch.stack([
+            every if record["resampled"] is None else record["resampled"]
+            for record in resampling
+        ])  # (R, G)
+        return torch.where(resampled, log_mean_exp(log_weights), 0.0).sum(dim=0)
 
     # -- the final step ---------------------------------------------------------------------
 
@@ -413,7 +466,7 @@ class ParticleSystem:
             rewards=rewards,
             best=_argmax_finite(rewards),
             log_evidence=self.log_evidence,
-            trace=tuple(self.trace),
+            trace=build_trace(self.records, self.num_particles),
             nfe=self.nfe,
             reward_calls=self.reward_calls,
             method=self.method,
@@ -427,32 +480,26 @@ class ParticleSystem:
         self,
         step: int,
         rewards: torch.Tensor,
-        dead: torch.Tensor,
-        newly_dead: torch.Tensor,
+        newly_dead: torch.Tensor | None,
         lmbda: torch.Tensor,
     ) -> dict[str, Any]:
+        """The record of a scoring step. Its ESS and the summaries of its rewards and dead
+        particles are computed for all steps at once when the trace is built."""
         return {
             "step": step,
             "scored": True,
-            "ess": ess(self.log_weights),
-            "reward_mean": _nanmean(rewards, dead),
-            "reward_max": _argmax_value(rewards),
-            "num_dead": newly_dead.sum(dim=1),
-            "lmbda": lmbda[:, 0].clone(),
+            "log_weights": self.log_weights,
+            "rewards": rewards,
+            "newly_dead": newly_dead,
+            "lmbda": lmbda,
         }
 
     def _unscored(self, step: int) -> dict[str, Any]:
         return {
             "step": step,
             "scored": False,
-            "ess": ess(self.log_weights),
-            "resampled": torch.zeros(self.num_groups, dtype=torch.bool),
+            "log_weights": self.log_weights,
             "ancestors": None,
-            "num_distinct": None,
-            "reward_mean": None,
-            "reward_max": None,
-            "num_dead": None,
-            "lmbda": None,
             "reward_seconds": 0.0,
             "engine_seconds": 0.0,
         }
@@ -466,16 +513,15 @@ class ParticleSystem:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _flat(self, ancestors: torch.Tensor) -> torch.Tensor:
-        """(G, K) within-group ancestors -> (G*K,) indices into the flat particle axis."""
-        offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
-        return (ancestors + offsets).reshape(-1)
-
     def _rewards(
-        self, decoded: Any, rewards: torch.Tensor | None, per_particle: int = 1
+        self,
+        decoded: Any,
+        rewards: torch.Tensor | None,
+        per_particle: int = 1,
+        reward: Reward | None = None,
     ) -> torch.Tensor:
-        """The rewards of a step, float64 (G, K) or (G, K, M): the reward's on ``decoded``, or
-        the ones the driver computed.
+        """The rewards of a step, float64 (G, K) or (G, K, M): ``reward``'s (default the run's
+        reward) on ``decoded``, or the ones the driver computed.
 
         ``decoded`` holds G*K*M samples for M = ``per_particle`` predictions per particle, laid
         out particle-major (the M predictions of particle p are rows p*M .. p*M + M - 1).
@@ -492,13 +538,10 @@ class ParticleSystem:
                     f"({self.num_groups} groups x {self.num_particles} particles x "
                     f"{per_particle} prediction(s) each)."
                 )
-            prompts = (
-                None
-                if self.reward_prompts is None
-                else [self.reward_prompts[i // per_particle] for i in range(total)]
-            )
-            rewards = call_reward(self.reward, decoded, prompts)
-        rewards = torch.as_tensor(rewards).detach().to(device="cpu", dtype=torch.float64)
+            prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
+            rewards = call_reward(self.reward if reward is None else reward, decoded, prompts)
+        else:  # the trace keeps them: a copy, so that the driver may reuse its tensor
+            rewards = torch.as_tensor(rewards).detach().to("cpu", torch.float64, copy=True)
         if rewards.numel() != total:
             raise ValueError(
                 f"got {rewards.numel()} rewards but the run expects {total} "
@@ -541,14 +584,3 @@ class ParticleSystem:
 def _argmax_finite(rewards: torch.Tensor) -> torch.Tensor:
     """(G,) index of the largest reward per group, NaN counted as -inf."""
     return torch.nan_to_num(rewards, nan=-math.inf).argmax(dim=1)
-
-
-def _argmax_value(rewards: torch.Tensor) -> torch.Tensor:
-    return torch.nan_to_num(rewards, nan=-math.inf).amax(dim=1)
-
-
-def _nanmean(rewards: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """(G,) mean of the finite rewards per group (NaN where none is finite)."""
-    count = (~dead).sum(dim=1)
-    total = torch.where(dead, 0.0, rewards).sum(dim=1)
-    return total / count

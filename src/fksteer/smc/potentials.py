@@ -88,10 +88,17 @@ class Potential:
         return state
 
     def step(
-        self, state: PotentialState, rewards: torch.Tensor, lmbda: torch.Tensor, dead: torch.Tensor
+        self,
+        state: PotentialState,
+        rewards: torch.Tensor,
+        lmbda: torch.Tensor,
+        dead: torch.Tensor | None,
     ) -> tuple[torch.Tensor, PotentialState]:
-        """Apply one scoring step: log G_i (-inf where ``dead``) and the updated state."""
+        """Apply one scoring step: log G_i (-inf where ``dead``; ``None``: no particle died at
+        this step) and the updated state."""
         log_potential, carried = self.log_potential(state, rewards, lmbda)
+        if dead is None:
+            return log_potential, {**state, **carried, APPLIED: state[APPLIED] + log_potential}
         log_potential = log_potential.masked_fill(dead, -math.inf)
         # A dead particle's log-weight is -inf already; keep its bookkeeping finite.
         applied = state[APPLIED] + log_potential.masked_fill(dead, 0.0)
@@ -142,6 +149,7 @@ class Difference(Potential):
     carried = {"previous_tilt": 0.0}  # lambda_prev * r_prev
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i r_i - lambda_prev r_prev."""
         tilt = lmbda * rewards
         return tilt - state["previous_tilt"], {"previous_tilt": tilt}
 
@@ -154,6 +162,7 @@ class Max(Potential):
     carried = {"running_max": -math.inf}
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i max_{j<=i} r_j."""
         running = state["running_max"].maximum(rewards)
         return lmbda * running, {"running_max": running}
 
@@ -167,6 +176,7 @@ class Sum(Potential):
     carried = {"running_sum": 0.0}
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i sum_{j<=i} r_j."""
         running = state["running_sum"] + rewards
         return lmbda * running, {"running_sum": running}
 
@@ -178,4 +188,5 @@ class Immediate(Potential):
     name = "immediate"
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i r_i."""
         return lmbda * rewards, {}

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward"]
+__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward", "final_reward"]
 
 
 @runtime_checkable
@@ -142,10 +142,22 @@ class Reward(Protocol):
     ``reward(samples, prompts)`` gets B samples (a tensor with leading dim B, or a list of B
     items) and ``prompts``, a list of B prompts or None, and returns B floats (tensor, array or
     list). A reward may declare ``batch_size`` (an int attribute): the engine then calls it on
-    chunks of at most that many samples.
+    chunks of at most that many samples. It may also declare ``final_reward`` (another reward):
+    the engine then scores the final samples with that one, and the intermediate predictions
+    with this one (e.g. an image reward's fast preprocessing at intermediate steps and the
+    original package's exact one at the end). The target is p(x_0) exp(lambda r(x_0)) with r
+    the final reward, whatever the intermediate one is: the final potential divides out the
+    intermediate potentials actually applied.
     """
 
-    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any: ...
+    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
+        """B rewards for B samples (``prompts``: one per sample, or None)."""
+
+
+def final_reward(reward: Reward) -> Reward:
+    """The reward of the final samples: ``reward.final_reward`` if declared, else ``reward``."""
+    final = getattr(reward, "final_reward", None)
+    return reward if final is None else final
 
 
 def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
@@ -156,15 +168,27 @@ def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> 
     """
     total = len(samples)
     batch_size = getattr(reward, "batch_size", None) or max(total, 1)
+    if batch_size >= total:  # one call: a tensor is passed as it is, anything else sliced
+        whole = samples if isinstance(samples, torch.Tensor) else samples[0:total]
+        return _reward_values(reward(whole, None if prompts is None else list(prompts)), total)
     values = []
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         out = reward(samples[start:stop], None if prompts is None else list(prompts[start:stop]))
-        out = torch.as_tensor(out).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-        if out.numel() != stop - start:
-            raise ValueError(
-                f"the reward returned {out.numel()} values for {stop - start} samples: "
-                "it must return one float per sample."
-            )
-        values.append(out)
+        values.append(_reward_values(out, stop - start))
     return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
+
+
+def _reward_values(out: Any, expected: int) -> torch.Tensor:
+    """A reward's output as (B,) float64 on the CPU, or a ValueError when B != ``expected``."""
+    out = torch.as_tensor(out)
+    if out.requires_grad or out.dtype != torch.float64 or out.device.type != "cpu":
+        out = out.detach().to(device="cpu", dtype=torch.float64)
+    if out.dim() != 1:
+        out = out.reshape(-1)
+    if out.numel() != expected:
+        raise ValueError(
+            f"the reward returned {out.numel()} values for {expected} samples: "
+            "it must return one float per sample."
+        )
+    return out

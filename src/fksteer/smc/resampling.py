@@ -126,11 +126,23 @@ def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     The weights are cast to float64 before the cumulative sum, and ``u`` is scaled by the row's
     own total, so a row in float32 whose sum is not exactly 1 is handled exactly. Zero-weight
     particles are never returned (see :func:`_search_cdf`).
+
+    On the CPU the plain lookup is tried first and kept when every index it returns has a
+    positive weight: the CPU's cumulative sum adds in order, so the cdf is monotone and a zero
+    weight's interval is exactly empty, and the lookup then equals :func:`_search_cdf`'s (whose
+    repairs only move indices that land on a zero weight). Anything else (``u * total`` rounding
+    up to the total past trailing zeros) takes :func:`_search_cdf`. On other devices that check
+    would be a host synchronisation, so they always take it.
     """
     import torch
 
     weights = weights.detach().to(torch.float64)  # (..., N)
     cdf = torch.cumsum(weights, dim=-1)  # (..., N)
+    if cdf.device.type == "cpu":
+        targets = uniforms * cdf[..., -1:]  # (..., M)
+        index = torch.searchsorted(cdf, targets, right=True).clamp_(max=cdf.shape[-1] - 1)
+        if bool(weights.gather(-1, index).gt(0).all()):
+            return index  # (..., M)
     return _search_cdf(cdf, weights > 0, uniforms)
 
 
@@ -185,9 +197,41 @@ def systematic(
     import torch
 
     batch_shape = weights.shape[:-1]
-    offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
     uniform = _uniforms((*batch_shape, 1), generator, weights.device)  # (..., 1)
+    if weights.device.type == "cpu" and weights.dim() == 2:
+        return _systematic_by_counts(weights, num_samples, uniform)
+    offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
     return _inverse_cdf(weights, (offsets + uniform) / num_samples)  # (..., M)
+
+
+def _systematic_by_counts(
+    weights: torch.Tensor, num_samples: int, uniform: torch.Tensor
+) -> torch.Tensor:
+    """Systematic ancestors (R, N) -> (R, M) without a search: O(N + M) on the CPU.
+
+    The points ``(j + U) / M`` below ``cdf_i / total`` number ``n_i = ceil(M cdf_i / total -
+    U)`` (clamped to M; exactly M where ``cdf_i`` is the total), and the ancestor of point j is
+    the number of particles i < N - 1 with ``n_i <= j``: the same ancestors as the inverse-CDF
+    lookup in exact arithmetic, sorted. The CPU's cumulative sum adds in order, so a zero
+    weight repeats the previous cdf value exactly, has ``n_i = n_{i-1}`` and gets no offspring
+    (trailing zeros included: from the last positive weight on, ``n_i = M``).
+    """
+    import torch
+
+    if weights.requires_grad:
+        weights = weights.detach()
+    cdf = torch.cumsum(weights, dim=-1, dtype=torch.float64)  # (R, N)
+    total = cdf[:, -1:]  # (R, 1)
+    # n_i = ceil(M cdf_i / total - U), at most M, and exactly M where cdf_i is the total
+    below = torch.addcdiv(uniform.neg(), cdf, total, value=num_samples).ceil_()
+    below = below.clamp_(max=num_samples).masked_fill_(cdf == total, num_samples)
+    below = below.to(torch.int64)  # (R, N), non-decreasing
+    rows, stride = weights.shape[0], num_samples + 1
+    boundaries = below[:, :-1]  # (R, N - 1)
+    if rows > 1:  # one count per row: offset each row's boundaries into its own segment
+        boundaries = boundaries + torch.arange(rows)[:, None] * stride
+    marks = torch.bincount(boundaries.reshape(-1), minlength=rows * stride)  # (R * (M + 1),)
+    return marks.view(rows, stride).cumsum_(1)[:, :num_samples]  # (R, M)
 
 
 def residual(

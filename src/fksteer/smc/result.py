@@ -3,8 +3,11 @@
     from fksteer import SteeringResult
     from fksteer.smc.result import StepTrace, concatenate_results
 
-``concatenate_results`` joins the results of runs over disjoint groups (e.g. one per process of a
-prompt-parallel run) into one result, groups in the order given.
+``build_trace`` turns the particle system's step records into the trace, summarising every
+step's rewards, dead particles, ESS and distinct ancestors in a few vectorised passes at the end
+of the run instead of a dozen small reductions per step. ``concatenate_results`` joins the
+results of runs over disjoint groups (e.g. one per process of a prompt-parallel run) into one
+result, groups in the order given.
 
 Both are frozen. Tensors with a group axis are shaped (G, K) for G prompts (groups) of K
 particles; all weight and evidence tensors are float64 on the CPU.
@@ -21,8 +24,9 @@ import torch
 
 from fksteer.smc.config import FKConfig
 from fksteer.smc.tempering import GroupSchedule, schedule_of
+from fksteer.smc.weights import ess
 
-__all__ = ["StepTrace", "SteeringResult", "concatenate_results"]
+__all__ = ["StepTrace", "SteeringResult", "build_trace", "concatenate_results"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class StepTrace:
         reward_seconds: time in ``decode`` and the reward.
         engine_seconds: time in weights, resampling and ``permute``.
         lmbda: (G,) the tilt each group's potential used at this step, or None where not scored.
+        decode_seconds: the part of ``reward_seconds`` the driver spent decoding predictions
+            into what the reward reads.
     """
 
     step: int
@@ -62,6 +68,72 @@ class StepTrace:
     reward_seconds: float
     engine_seconds: float
     lmbda: torch.Tensor | None = None
+    decode_seconds: float = 0.0
+
+
+def build_trace(records: Sequence[dict[str, Any]], num_particles: int) -> tuple[StepTrace, ...]:
+    """The trace of a run from its step records, in step order.
+
+    Every record holds the log-weights after its step's potential, before any resampling (their
+    ESS is computed here unless the record has one); a scoring step's also holds its rewards
+    (G, K) float64, the particles that died there (``newly_dead``, (G, K) bool, or None when
+    none did), its tilts (G, 1) and ancestors (G, K, or None), and ``resampled`` (G,) bool or
+    None when every group resampled. Reward means count finite rewards only; reward maxima
+    count NaN as -inf.
+    """
+    carried = ess(torch.stack([record["log_weights"] for record in records]))  # (N, G)
+    summaries = _reward_summaries([record for record in records if record["scored"]])
+    distinct = _distinct_ancestors(records)
+    trace = []
+    for record, step_ess in zip(records, carried, strict=True):
+        scored, final = record["scored"], record.get("final", False)
+        mean, maximum, num_dead = summaries.get(id(record), (None, None, None))
+        resampled = record.get("resampled", False)
+        if not isinstance(resampled, torch.Tensor):  # None: all groups; absent: none
+            resampled = torch.full(step_ess.shape, resampled is None, dtype=torch.bool)
+        num_distinct = distinct.get(id(record))
+        if scored and not final and num_distinct is None:
+            num_distinct = torch.full(step_ess.shape, num_particles, dtype=torch.int64)
+        lmbda = record.get("lmbda")
+        trace.append(StepTrace(
+            step=record["step"], scored=scored, ess=record.get("ess", step_ess),
+            resampled=resampled, ancestors=record["ancestors"], num_distinct=num_distinct,
+            reward_mean=mean, reward_max=maximum, num_dead=num_dead,
+            model_seconds=record["model_seconds"], reward_seconds=record["reward_seconds"],
+            engine_seconds=record["engine_seconds"],
+            decode_seconds=record.get("decode_seconds", 0.0),
+            lmbda=None if lmbda is None else lmbda[:, 0],
+        ))
+    return tuple(trace)
+
+
+def _reward_summaries(scored: Sequence[dict[str, Any]]) -> dict[int, tuple[torch.Tensor, ...]]:
+    """id(record) -> (G,) mean of the finite rewards, max reward and newly dead particles."""
+    if not scored:
+        return {}
+    rewards = torch.stack([record["rewards"] for record in scored])  # (S, G, K)
+    dead = ~torch.isfinite(rewards)
+    means = torch.where(dead, 0.0, rewards).sum(-1) / (~dead).sum(-1)  # (S, G)
+    maxima = torch.nan_to_num(rewards, nan=-math.inf).amax(-1)  # (S, G)
+    no_deaths = torch.zeros_like(dead[0])
+    newly_dead = torch.stack([
+        no_deaths if record["newly_dead"] is None else record["newly_dead"] for record in scored
+    ]).sum(-1)  # (S, G)
+    return {
+        id(record): row for record, *row in zip(scored, means, maxima, newly_dead, strict=True)
+    }
+
+
+def _distinct_ancestors(records: Sequence[dict[str, Any]]) -> dict[int, torch.Tensor]:
+    """id(record) -> (G,) number of distinct ancestors, for the records that resampled."""
+    resampling = [record for record in records if record["ancestors"] is not None]
+    if not resampling:
+        return {}
+    ancestors = torch.stack([record["ancestors"] for record in resampling])  # (R, G, K)
+    present = torch.zeros(ancestors.shape, dtype=torch.bool)
+    present.scatter_(-1, ancestors, True)
+    counts = present.sum(-1)  # (R, G)
+    return {id(record): row for record, row in zip(resampling, counts, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -101,10 +173,12 @@ class SteeringResult:
 
     @property
     def num_groups(self) -> int:
+        """G, the number of groups (prompts)."""
         return self.weights.shape[0]
 
     @property
     def num_particles(self) -> int:
+        """K, particles per group."""
         return self.weights.shape[1]
 
     @property
@@ -257,4 +331,5 @@ def _concatenate_steps(steps: Sequence[StepTrace], num_particles: int) -> StepTr
         model_seconds=sum(step.model_seconds for step in steps),
         reward_seconds=sum(step.reward_seconds for step in steps),
         engine_seconds=sum(step.engine_seconds for step in steps),
+        decode_seconds=sum(step.decode_seconds for step in steps),
     )

@@ -43,9 +43,12 @@ __all__ = [
 class ParticleRows(Protocol):
     """A model whose per-particle tensors can be read out and written back."""
 
-    def particle_rows(self, state: Any, model_output: Any) -> Any: ...
+    def particle_rows(self, state: Any, model_output: Any) -> Any:
+        """The per-particle tensors of ``state`` and ``model_output``, as a pytree of (rows, ...)
+        leaves."""
 
-    def with_particle_rows(self, state: Any, model_output: Any, rows: Any) -> tuple[Any, Any]: ...
+    def with_particle_rows(self, state: Any, model_output: Any, rows: Any) -> tuple[Any, Any]:
+        """``state`` and ``model_output`` with their per-particle rows replaced by ``rows``."""
 
 
 def has_particle_rows(model: Any) -> bool:
@@ -80,7 +83,10 @@ def flatten_rows(tree: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Te
 def select_rows(tree: Any, index: torch.Tensor) -> Any:
     """``tree`` with every tensor leaf's rows taken at ``index`` (on each leaf's device)."""
     leaves, build = flatten_rows(tree)
-    return build([leaf.index_select(0, index.to(leaf.device)) for leaf in leaves])
+    return build([
+        leaf.index_select(0, index if leaf.device == index.device else index.to(leaf.device))
+        for leaf in leaves
+    ])
 
 
 def permute_rows(

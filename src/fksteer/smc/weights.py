@@ -25,12 +25,15 @@ def normalise(log_weights: torch.Tensor) -> torch.Tensor:
 def ess(log_weights: torch.Tensor) -> torch.Tensor:
     """Effective sample size (sum w)^2 / sum w^2, in [1, K] per row (0 for an all-dead row).
 
-    Computed in log space as exp(2 logsumexp(log w) - logsumexp(2 log w)), so it neither overflows
-    nor underflows whatever the scale of the weights (Kong 1992; Liu 2001, eq. 2.7).
+    Computed on the weights scaled by the row's largest, w_k / max_j w_j = exp(log w_k - max),
+    which lie in [0, 1] with at least one equal to 1, so it neither overflows nor underflows
+    whatever the scale of the weights (Kong 1992; Liu 2001, eq. 2.7); one exponential per
+    weight instead of the two of a pair of logsumexp.
     """
-    log_sum = torch.logsumexp(log_weights, dim=-1)
-    log_ess = 2.0 * log_sum - torch.logsumexp(2.0 * log_weights, dim=-1)
-    return torch.nan_to_num(torch.exp(log_ess), nan=0.0)
+    top = log_weights.amax(dim=-1, keepdim=True)  # (..., 1); -inf for an all-dead row
+    scaled = (log_weights - torch.where(torch.isfinite(top), top, 0.0)).exp_()  # (..., K)
+    total = scaled.sum(dim=-1)
+    return torch.nan_to_num(total.square() / scaled.square_().sum(dim=-1), nan=0.0)
 
 
 def log_mean_exp(values: torch.Tensor) -> torch.Tensor:

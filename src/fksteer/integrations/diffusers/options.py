@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fksteer.integrations.diffusers.decoding import check_resolution
 from fksteer.integrations.diffusers.schedulers import FLOW_NOISE
 
 __all__ = ["DiffusersOptions"]
@@ -30,6 +31,14 @@ class DiffusersOptions:
             clean latents as the pipeline holds them (packed for Flux) and returns images in
             [0, 1]. The final potential always uses the pipeline's own decoder on the final
             latents, so a cheap intermediate decoder changes efficiency, never the target.
+        intermediate_resolution: the resolution intermediate predictions are decoded at
+            (:mod:`~fksteer.integrations.diffusers.decoding`). ``"auto"`` (default): with the
+            pipeline's own VAE, half the latents' height and width (a quarter of the decode),
+            the images resized back to full size; at the reward's ``input_size`` when it
+            declares one; full resolution with any other decoder. A float in (0, 1]: that
+            latent scale, images resized back. ``"full"``: full resolution. The final potential
+            always reads the pipeline's own full decode, so this changes cost and the
+            intermediate potentials, never the target.
         decode_batch_size: decode intermediate predictions in chunks of at most this many
             latents (peak memory: the pipeline's plus one chunk); ``None`` decodes the chunk the
             reward asks for (its ``batch_size``, or everything) at once.
@@ -60,6 +69,7 @@ class DiffusersOptions:
     """
 
     decoder: Any = None
+    intermediate_resolution: str | float = "auto"
     decode_batch_size: int | None = None
     denoiser_batch_size: int | None = None
     flow_eta: float | None = None
@@ -80,6 +90,7 @@ class DiffusersOptions:
                 raise ValueError(
                     f"DiffusersOptions.{name}={value!r} is invalid: pass a positive int or None."
                 )
+        check_resolution(self.intermediate_resolution, "DiffusersOptions")
         if self.flow_eta is not None:
             if isinstance(self.flow_eta, bool) or not isinstance(self.flow_eta, (int, float)) or (
                 not 0.0 <= self.flow_eta <= 1.0

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from fksteer.integrations.diffusers.arguments import check_scheduler, pipeline_arguments
-from fksteer.integrations.diffusers.decoding import latent_decoder
+from fksteer.integrations.diffusers.decoding import intermediate_decoder, latent_decoder
 from fksteer.integrations.diffusers.guidance import PipelineGuidance
 from fksteer.integrations.diffusers.options import DiffusersOptions
 from fksteer.integrations.diffusers.proxies import (
@@ -125,6 +125,9 @@ def steer_pipeline(
         generator = torch.Generator()
         generator.seed()
     kwargs, prompts = pipeline_arguments(pipe, config, options, pipeline_kwargs, generator)
+    decode = latent_decoder(
+        pipe, options.decoder, height=kwargs.get("height"), width=kwargs.get("width")
+    )
     run = PipelineRun(
         reward=reward,
         config=config,
@@ -133,8 +136,9 @@ def steer_pipeline(
         generator=generator,
         seed_generator=generator[0] if isinstance(generator, (list, tuple)) else generator,
         prompts=prompts,
-        decode=latent_decoder(
-            pipe, options.decoder, height=kwargs.get("height"), width=kwargs.get("width")
+        decode=decode,
+        intermediate_decode=intermediate_decoder(
+            pipe, options.decoder, options.intermediate_resolution, reward, decode
         ),
         pipeline_name=type(pipe).__name__,
     )

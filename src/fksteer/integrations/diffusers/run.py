@@ -81,7 +81,10 @@ class PipelineRun:
     generator: Any
     seed_generator: torch.Generator
     prompts: list | None
+    #: clean latents -> images at full resolution (reward-gradient guidance differentiates it)
     decode: Callable[[torch.Tensor], torch.Tensor]
+    #: clean latents -> what the intermediate potentials read (``intermediate_resolution``)
+    intermediate_decode: Callable[[torch.Tensor], torch.Tensor]
     pipeline_name: str
     guidance: PipelineGuidance | None = None
     system: ParticleSystem | None = None
@@ -190,7 +193,7 @@ class PipelineRun:
         model output came from (its ancestor's), for the guidance replay.
         """
         clean = clean_prediction(scheduler, model_output, timestep, sample)
-        decoded = LazyDecoded(clean, self.decode, self.options.decode_batch_size)
+        decoded = LazyDecoded(clean, self.intermediate_decode, self.options.decode_batch_size)
         ancestors = self.system.weigh_and_resample(step, decoded)
         identity = torch.arange(self.batch)
         if ancestors is None or bool(torch.equal(ancestors, identity)):

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from fksteer.integrations.diffusers.decoding import check_resolution, reduced_resolution
 from fksteer.integrations.diffusers.schedulers import (
     DeterministicSamplerWarning,
     clean_prediction,
@@ -57,6 +58,11 @@ class UNetStepModel(PermuteByRows):
             [0, 1], as the pipelines output).
         denoiser_batch_size: evaluate the UNet on at most this many particles at a time.
         decode_batch_size: decode at most this many samples at a time.
+        intermediate_resolution: a latent scale s in (0, 1] at which intermediate predictions
+            are decoded for the reward (resized by s, decoded, resized back:
+            :func:`~fksteer.integrations.diffusers.decoding.reduced_resolution`); ``"auto"``
+            (default) and ``"full"`` decode them at full resolution (a pixel-space decode costs
+            next to nothing). The final samples are always decoded at full resolution.
         progress: show a progress bar over the steps (needs tqdm).
 
     Prompts are class labels (ints) for a class-conditional UNet (``num_class_embeds`` set), and
@@ -73,9 +79,11 @@ class UNetStepModel(PermuteByRows):
         decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
         denoiser_batch_size: int | None = None,
         decode_batch_size: int | None = None,
+        intermediate_resolution: str | float = "auto",
         progress: bool = False,
     ) -> None:
         scheduler_spec(scheduler)  # refuses unsupported schedulers
+        check_resolution(intermediate_resolution, "UNetStepModel")
         for name, value in (
             ("num_inference_steps", num_inference_steps),
             ("denoiser_batch_size", denoiser_batch_size),
@@ -92,6 +100,7 @@ class UNetStepModel(PermuteByRows):
         self.decoder = decoder
         self.denoiser_batch_size = denoiser_batch_size
         self.decode_batch_size = decode_batch_size
+        self.intermediate_resolution = intermediate_resolution
         self.progress = progress
         self._bar = None
         parameters = inspect.signature(scheduler.step).parameters
@@ -115,9 +124,11 @@ class UNetStepModel(PermuteByRows):
 
     @property
     def device(self) -> torch.device:
+        """The UNet's device."""
         return self.unet.device
 
     def init(self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator):
+        """Initial noise latents for G prompts x K particles, as the stock pipelines draw them."""
         from diffusers.utils.torch_utils import randn_tensor
 
         config = self.unet.config
@@ -159,6 +170,7 @@ class UNetStepModel(PermuteByRows):
         return torch.cat(outputs)
 
     def predict(self, state: dict, step: int, generator: torch.Generator):
+        """The UNet's output at ``step`` and the scheduler's clean-sample prediction."""
         timestep = self.scheduler.timesteps[step]
         sample = state["sample"]
         scale = getattr(self.scheduler, "scale_model_input", None)  # flow schedulers have none
@@ -167,6 +179,7 @@ class UNetStepModel(PermuteByRows):
         return output, clean_prediction(self.scheduler, output, timestep, sample)
 
     def move(self, state: dict, model_output: torch.Tensor, step: int, generator):
+        """The scheduler's step from ``state`` with ``model_output``, using its own noise."""
         timestep = self.scheduler.timesteps[step]
         kwargs = dict(self.step_kwargs)
         if self._step_takes_generator:
@@ -180,8 +193,11 @@ class UNetStepModel(PermuteByRows):
         return {**state, "sample": sample}
 
     def decode(self, clean: torch.Tensor, final: bool) -> torch.Tensor:
+        """Images in [0, 1] from clean samples, through the decoder if any, in chunks."""
         size = self.decode_batch_size or max(clean.shape[0], 1)
         decode = self.decoder or (lambda x: (x.float() / 2 + 0.5).clamp(0, 1))
+        if not final and not isinstance(self.intermediate_resolution, str):
+            decode = reduced_resolution(decode, float(self.intermediate_resolution))
         return torch.cat([decode(rows) for rows in clean.split(size)])
 
     def particle_rows(self, state: dict, model_output: torch.Tensor) -> dict:
@@ -203,11 +219,13 @@ class UNetStepModel(PermuteByRows):
         return replica
 
     def final_sample(self, state: dict) -> torch.Tensor:
+        """The final latents (decoded by :meth:`decode`)."""
         return state["sample"]
 
     # -- guided proposals (fksteer.smc.protocol.GuidedStepModel) -----------------------------
 
     def guidance_input(self, state: dict) -> torch.Tensor:
+        """The tensor the guidance gradient is taken with respect to: the current sample."""
         return state["sample"]
 
     def clean_from(self, state: dict, x: torch.Tensor, rows: slice, step: int) -> torch.Tensor:
