@@ -133,3 +133,16 @@ def test_shipped_model_writes_words_after_prompts_of_different_lengths():
     assert not torch.equal(trained.transform.weight, base.transform.weight)
     torch.testing.assert_close(trained.encoder.embeddings.word_embeddings.weight,
                                base.encoder.embeddings.word_embeddings.weight)
+
+
+def test_read_fortunes_keeps_short_ascii_entries_and_names_the_package_when_missing(tmp_path):
+    from fksteer.embedded.corpora import read_fortunes
+
+    (tmp_path / "wisdom").write_text(
+        "Do not  walk\nbefore you crawl.\n%\nx\n%\nCaf\u00e9 au lait is a fine thing.\n%\n"
+        "one\ntwo\nthree\nfour\nfive lines are too many here\n%\n"
+    )
+    (tmp_path / "wisdom.dat").write_text("binary index, never read\n%\nnot an entry at all\n")
+    assert read_fortunes(tmp_path) == ["Do not walk before you crawl."]
+    with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
+        read_fortunes(tmp_path / "missing")

@@ -84,7 +84,7 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
         try:
             model = loader(**sizes, device=device)
         except FileNotFoundError as error:
-            raise FileNotFoundError(f"--model embedded: {error}") from None
+            raise FileNotFoundError(f"--model {name}: {error}") from None
         model.denoiser.to(device=device, dtype=dtype)
         return model
     path = Path(name).expanduser()

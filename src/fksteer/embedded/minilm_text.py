@@ -81,7 +81,7 @@ class MiniLMDenoiser(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """The device of the head's parameters (the model's)."""
+        """The device of the model's weights."""
         return self.bias.device
 
     def hidden(
