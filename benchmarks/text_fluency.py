@@ -116,7 +116,7 @@ def measure(rows: list[dict], judge: CachedJudge, corpus_spans: set[int]) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="embedded,embedded-fortunes")
+    parser.add_argument("--models", default="embedded-minilm,embedded")
     parser.add_argument("--prompts", type=int, default=8, help="the first N bench text prompts")
     parser.add_argument("--num-particles", type=int, default=8)
     parser.add_argument("--references", type=int, default=1000)

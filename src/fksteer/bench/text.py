@@ -78,7 +78,7 @@ TEXT_PROMPTS = (
     "The problem", "If you", "Love is", "The world", "My mother", "There is", "A man", "You are",
 )
 #: The embedded text models the bench can run (``--model`` of ``fksteer text``).
-TEXT_BENCH_MODELS = ("embedded", "embedded-fortunes")
+TEXT_BENCH_MODELS = ("embedded", "embedded-minilm")
 #: Every method the suite can run (the first three by default).
 TEXT_METHODS = ("base", "best_of_n", "fk", "fk-adaptive", *SEARCH_METHODS)
 KEY_FIELDS = ("method", "num_x0_samples", "num_particles", "seed", "prompt_index")
@@ -121,7 +121,7 @@ class TextBenchConfig:
     def __post_init__(self) -> None:
         if self.model not in TEXT_BENCH_MODELS:
             raise ValueError(f"model={self.model!r}: choose one of {TEXT_BENCH_MODELS} "
-                             "(embedded-fortunes is the first, small model).")
+                             "(embedded-minilm is the MiniLM model).")
         unknown = [m for m in self.methods if m not in TEXT_METHODS]
         if unknown:
             raise ValueError(f"methods {unknown}: choose from {', '.join(TEXT_METHODS)}.")
@@ -237,7 +237,8 @@ class _TextUnits:
             from fksteer.embedded.minilm_text import load_minilm_text_model
             from fksteer.embedded.text_model import load_text_model
 
-            loader = load_minilm_text_model if self.bench.model == "embedded" else load_text_model
+            loader = (load_minilm_text_model if self.bench.model == "embedded-minilm"
+                      else load_text_model)
             self._models[num_x0_samples] = loader(
                 seq_len=self.bench.seq_len, num_steps=self.bench.num_steps,
                 num_x0_samples=num_x0_samples)

@@ -184,8 +184,22 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _add_search_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    search = parser.add_argument_group("search (--method svdd, code or beam)")
+    search.add_argument("--candidates", type=int, metavar="M",
+                        help="candidate next states per particle "
+                        f"(default: {defaults['candidates']})")
+    search.add_argument("--temperature", type=float, metavar="T",
+                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
+                        f"(default: {defaults['temperature']})")
+    search.add_argument("--block", type=int, metavar="B",
+                        help="choose among the candidates every B steps; code with B >= the "
+                        f"steps is best-of-M (default: {defaults['block']})")
+
+
 def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    """Prompts, model, reward, every FKConfig field, method, device, seed, --config and --out."""
+    """Prompts, model, reward, every FKConfig field, method, device, seed, --config and --out;
+    the search options (--candidates, --temperature, --block) where ``defaults`` has them."""
     parser.add_argument("prompts", nargs="*", metavar="PROMPT",
                         help=f"prompts, one group of particles each (default: "
                         f"{' | '.join(map(str, defaults['prompts']))})")
@@ -227,16 +241,8 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     help="fk steers; base, best_of_n and importance are baselines; svdd, code "
                     "and beam search over --candidates per particle (NFE x M) "
                     f"(default: {defaults['method']})")
-    search = parser.add_argument_group("search (--method svdd, code or beam)")
-    search.add_argument("--candidates", type=int, metavar="M",
-                        help="candidate next states per particle "
-                        f"(default: {defaults['candidates']})")
-    search.add_argument("--temperature", type=float, metavar="T",
-                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
-                        f"(default: {defaults['temperature']})")
-    search.add_argument("--block", type=int, metavar="B",
-                        help="choose among the candidates every B steps; code with B >= the "
-                        f"steps is best-of-M (default: {defaults['block']})")
+    if all(field in defaults for field in SEARCH_FIELDS):
+        _add_search_options(parser, defaults)
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=int, help=f"denoising steps (default: {defaults['steps']})")
     run.add_argument("--device", help=f"torch device, e.g. cpu, cuda (default: "

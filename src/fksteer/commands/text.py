@@ -3,9 +3,10 @@
     from fksteer.commands.text import TEXT_DEFAULTS, run_text
     run_text(values)     # values: TEXT_DEFAULTS updated by --config and the command line
 
-``--model embedded`` is the embedded English model (MiniLM with an MDLM-trained top,
-:func:`fksteer.embedded.minilm_text.load_minilm_text_model`); ``--model embedded-fortunes`` is
-the first, small fortunes model (:func:`fksteer.embedded.text_model.load_text_model`); anything
+``--model embedded`` (the default) is the embedded fortunes model
+(:func:`fksteer.embedded.text_model.load_text_model`); ``--model embedded-minilm`` is the
+MiniLM encoder with an MDLM-trained top (:func:`fksteer.embedded.minilm_text.
+load_minilm_text_model`), not yet more fluent (BENCHMARKS.md, "Text fluency"); anything
 else is a transformers masked LM id or local folder, loaded with
 :meth:`TransformersDenoiser.from_pretrained`. The default reward, ``toxicity``, is the FK
 steering paper's rare-attribute demo (red-teaming: steering towards a rare attribute).
@@ -42,7 +43,7 @@ __all__ = ["EMBEDDED_TEXT_MODELS", "TEXT_DEFAULTS", "run_text", "load_text_runne
 logger = logging.getLogger(__name__)
 
 #: ``--model`` names of the models this project ships (the first is the default).
-EMBEDDED_TEXT_MODELS = ("embedded", "embedded-fortunes")
+EMBEDDED_TEXT_MODELS = ("embedded", "embedded-minilm")
 
 TEXT_DEFAULTS: dict[str, Any] = {
     "prompts": ["You will", "The best", "Never"],
@@ -80,7 +81,7 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
         from fksteer.embedded.minilm_text import load_minilm_text_model
         from fksteer.embedded.text_model import load_text_model
 
-        loader = load_minilm_text_model if name == "embedded" else load_text_model
+        loader = load_minilm_text_model if name == "embedded-minilm" else load_text_model
         try:
             model = loader(**sizes, device=device)
         except FileNotFoundError as error:
@@ -88,7 +89,7 @@ def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.
         model.denoiser.to(device=device, dtype=dtype)
         return model
     path = Path(name).expanduser()
-    fix = ("pass embedded, embedded-fortunes, a transformers masked-LM id, or a local folder "
+    fix = ("pass embedded, embedded-minilm, a transformers masked-LM id, or a local folder "
            "saved by save_pretrained")
     if path.exists() and not (path / "config.json").is_file():
         raise ValueError(f"--model {name}: no config.json there; {fix}.")
