@@ -227,16 +227,8 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     help="fk steers; base, best_of_n and importance are baselines; svdd, code "
                     "and beam search over --candidates per particle (NFE x M) "
                     f"(default: {defaults['method']})")
-    search = parser.add_argument_group("search (--method svdd, code or beam)")
-    search.add_argument("--candidates", type=int, metavar="M",
-                        help="candidate next states per particle "
-                        f"(default: {defaults['candidates']})")
-    search.add_argument("--temperature", type=float, metavar="T",
-                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
-                        f"(default: {defaults['temperature']})")
-    search.add_argument("--block", type=int, metavar="B",
-                        help="choose among the candidates every B steps; code with B >= the "
-                        f"steps is best-of-M (default: {defaults['block']})")
+    if all(name in defaults for name in SEARCH_FIELDS):
+        _add_search_options(parser, defaults)
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=int, help=f"denoising steps (default: {defaults['steps']})")
     run.add_argument("--device", help=f"torch device, e.g. cpu, cuda (default: "
@@ -253,6 +245,21 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     run.add_argument("--out", metavar="DIR", help=f"output directory (default: {defaults['out']})")
     run.add_argument("--overwrite", action="store_const", const=True,
                      help="replace the results an earlier run left in --out (else refused)")
+
+
+def _add_search_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """--candidates, --temperature, --block: the options of --method svdd, code and beam (for
+    the commands whose defaults hold them)."""
+    search = parser.add_argument_group("search (--method svdd, code or beam)")
+    search.add_argument("--candidates", type=int, metavar="M",
+                        help="candidate next states per particle "
+                        f"(default: {defaults['candidates']})")
+    search.add_argument("--temperature", type=float, metavar="T",
+                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
+                        f"(default: {defaults['temperature']})")
+    search.add_argument("--block", type=int, metavar="B",
+                        help="choose among the candidates every B steps; code with B >= the "
+                        f"steps is best-of-M (default: {defaults['block']})")
 
 
 def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
