@@ -223,11 +223,13 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     "(exact: the weights carry the density ratio); needs a differentiable reward "
                     "and a Gaussian sampler step; a number or ramp:START:END "
                     f"(default: {defaults['guidance']}, off)")
-    fk.add_argument("--method", choices=METHODS,
-                    help="fk steers; base, best_of_n and importance are baselines; svdd, code "
-                    "and beam search over --candidates per particle (NFE x M) "
-                    f"(default: {defaults['method']})")
-    if all(name in defaults for name in SEARCH_FIELDS):
+    searches = all(name in defaults for name in SEARCH_FIELDS)
+    fk.add_argument("--method", choices=METHODS if searches else (
+                        tuple(m for m in METHODS if m not in SEARCH_METHODS)),
+                    help="fk steers; base, best_of_n and importance are baselines"
+                    + ("; svdd, code and beam search over --candidates per particle (NFE x M)"
+                       if searches else "") + f" (default: {defaults['method']})")
+    if searches:
         _add_search_options(parser, defaults)
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=int, help=f"denoising steps (default: {defaults['steps']})")
