@@ -184,22 +184,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _add_search_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    search = parser.add_argument_group("search (--method svdd, code or beam)")
-    search.add_argument("--candidates", type=int, metavar="M",
-                        help="candidate next states per particle "
-                        f"(default: {defaults['candidates']})")
-    search.add_argument("--temperature", type=float, metavar="T",
-                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
-                        f"(default: {defaults['temperature']})")
-    search.add_argument("--block", type=int, metavar="B",
-                        help="choose among the candidates every B steps; code with B >= the "
-                        f"steps is best-of-M (default: {defaults['block']})")
-
-
 def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    """Prompts, model, reward, every FKConfig field, method, device, seed, --config and --out;
-    the search options (--candidates, --temperature, --block) where ``defaults`` has them."""
+    """Prompts, model, reward, every FKConfig field, method, device, seed, --config and --out."""
     parser.add_argument("prompts", nargs="*", metavar="PROMPT",
                         help=f"prompts, one group of particles each (default: "
                         f"{' | '.join(map(str, defaults['prompts']))})")
@@ -237,11 +223,13 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
                     "(exact: the weights carry the density ratio); needs a differentiable reward "
                     "and a Gaussian sampler step; a number or ramp:START:END "
                     f"(default: {defaults['guidance']}, off)")
-    fk.add_argument("--method", choices=METHODS,
-                    help="fk steers; base, best_of_n and importance are baselines; svdd, code "
-                    "and beam search over --candidates per particle (NFE x M) "
-                    f"(default: {defaults['method']})")
-    if all(field in defaults for field in SEARCH_FIELDS):
+    searches = all(name in defaults for name in SEARCH_FIELDS)
+    fk.add_argument("--method", choices=METHODS if searches else (
+                        tuple(m for m in METHODS if m not in SEARCH_METHODS)),
+                    help="fk steers; base, best_of_n and importance are baselines"
+                    + ("; svdd, code and beam search over --candidates per particle (NFE x M)"
+                       if searches else "") + f" (default: {defaults['method']})")
+    if searches:
         _add_search_options(parser, defaults)
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=int, help=f"denoising steps (default: {defaults['steps']})")
@@ -259,6 +247,21 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     run.add_argument("--out", metavar="DIR", help=f"output directory (default: {defaults['out']})")
     run.add_argument("--overwrite", action="store_const", const=True,
                      help="replace the results an earlier run left in --out (else refused)")
+
+
+def _add_search_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """--candidates, --temperature, --block: the options of --method svdd, code and beam (for
+    the commands whose defaults hold them)."""
+    search = parser.add_argument_group("search (--method svdd, code or beam)")
+    search.add_argument("--candidates", type=int, metavar="M",
+                        help="candidate next states per particle "
+                        f"(default: {defaults['candidates']})")
+    search.add_argument("--temperature", type=float, metavar="T",
+                        help="svdd: keep a candidate by softmax(value / T); 0 keeps the best "
+                        f"(default: {defaults['temperature']})")
+    search.add_argument("--block", type=int, metavar="B",
+                        help="choose among the candidates every B steps; code with B >= the "
+                        f"steps is best-of-M (default: {defaults['block']})")
 
 
 def resolve_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
