@@ -254,7 +254,7 @@ def _bench_image(args: argparse.Namespace) -> None:
 
 
 def _bench_all(args: argparse.Namespace) -> None:
-    from fksteer.bench.suite import run_all_benches
+    from fksteer.bench.all_suites import run_all_benches
     from fksteer.commands.options import set_threads
 
     set_threads(args.threads, embedded=True)

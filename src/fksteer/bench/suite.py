@@ -1,6 +1,6 @@
-"""Shared parts of the prompt-level suites (`bench text`, `bench image`) and of `bench all`.
+"""Shared parts of the prompt-level suites (`bench text`, `bench image`).
 
-    from fksteer.bench.suite import run_units, seed_cell, machine_info, run_all_benches
+    from fksteer.bench.suite import run_units, seed_cell, machine_info, check_resumable
 
 A suite is a list of units of work (one steering run: a method, a setting, a seed) over a set of
 prompts. Each unit writes one JSONL record per prompt, keyed by the unit's fields and the
@@ -35,7 +35,6 @@ __all__ = [
     "format_cell",
     "machine_info",
     "distinct_n",
-    "run_all_benches",
     "check_resumable",
 ]
 
@@ -174,44 +173,6 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
         words = str(text).split()
         grams += [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else None
-
-
-def run_all_benches(out_dir: str | Path, quick: bool,
-                    progress: Callable[[str], Any] | None = None) -> dict[str, str]:
-    """`fksteer bench all`: text, image, exact and overhead into ``out_dir/<suite>``.
-
-    ``progress(name)`` gives each suite its progress wrapper. Returns each suite's report (on
-    rank 0; under torchrun the text and image units are shared among the ranks, and exact and
-    overhead run on rank 0 alone).
-    """
-    from fksteer.bench.exact import ExactBenchConfig, run_exact_bench
-    from fksteer.bench.image import ImageBenchConfig, run_image_bench
-    from fksteer.bench.overhead import OverheadBenchConfig, run_overhead_bench
-    from fksteer.bench.text import TextBenchConfig, run_text_bench
-
-    out_dir = Path(out_dir)
-    suites = (
-        ("text", TextBenchConfig, run_text_bench),
-        ("image", ImageBenchConfig, run_image_bench),
-        ("exact", ExactBenchConfig, run_exact_bench),
-        ("overhead", OverheadBenchConfig, run_overhead_bench),
-    )
-    communicator = Communicator.current()
-    reports = {}
-    for name, config_class, run in suites:
-        bench = config_class.quick() if quick else config_class()
-        logger.info("bench all: %s", name)
-        if name in ("exact", "overhead") and communicator.distributed:
-            # timings and exact replicas: one process (rank 0) while the others wait
-            if communicator.is_root:
-                run(bench, out_dir / name, progress=progress(f"bench {name}") if progress
-                    else None)
-            communicator.barrier()
-        else:
-            run(bench, out_dir / name, progress=progress(f"bench {name}") if progress else None)
-        if communicator.is_root:
-            reports[name] = (out_dir / name / "report.md").read_text()
-    return reports
 
 
 def check_resumable(out_dir: str | Path, config: dict[str, Any],

@@ -31,10 +31,9 @@ Bookkeeping, all in float64 log space on the CPU, per group, vectorised over (G,
 - the final step adds the final potential and log_mean_exp of the final log-weights to the
   log-evidence, which makes exp(log_evidence) an unbiased estimate of Z.
 
-Per step only what the next step needs is computed (the log-weights, the potential's state, the
-ancestors); each step's record keeps its log-weights before resampling, rewards and ancestors,
-and :meth:`finish` computes every step's log-evidence increment, ESS and reward summaries in a
-few batched reductions over all steps (:func:`~fksteer.smc.result.build_trace`).
+Per step only what the next step needs is computed (log-weights, potential state, ancestors);
+:meth:`finish` computes each step's log-evidence increment, ESS and reward summaries from the
+step records in a few batched reductions (:func:`~fksteer.smc.result.build_trace`).
 
 A NaN or -inf reward at any step kills the particle (log-weight -inf, never resampled). At an
 intermediate step this restricts the target to paths whose predictions had finite rewards.
