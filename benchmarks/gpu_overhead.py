@@ -23,7 +23,8 @@ Variants, interleaved round by round after a warm-up:
 precomputed 2048-wide prompt embeddings and 1280-wide pooled embeddings), to show how the
 overhead shrinks as the denoiser grows. ``--profile-guided`` adds one ``fk_guided`` run under
 ``torch.profiler`` and writes the operators that took the GPU's time to ``guided_profile.txt``.
-``benchmarks/gpu_perf.sh`` runs the three measurements of issue 19 in one go.
+``benchmarks/gpu_perf.sh`` runs the three GPU measurements (guidance, unguided overhead,
+SDXL size) in one go.
 
 Writes config.json, results.jsonl (one line per run), report.md (median seconds, ratio to stock,
 peak GPU memory; target fk_tiny / stock <= 1.10) into --out.

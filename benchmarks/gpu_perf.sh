@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 19's GPU measurements in one go, in its order of priority (about 7-8 minutes on one
+# The GPU performance measurements in one go, in order of priority (about 7-8 minutes on one
 # H100/H200; every figure comes with the card's name and the peak GPU memory):
 #   (a) reward-gradient guidance against stock at K = 4: fk_guided, fk_guided_ckpt (gradient
 #       checkpointing) and a profile of one guided run (runs/gpu/sd15/guided_profile.txt);

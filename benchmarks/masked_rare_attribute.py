@@ -160,7 +160,7 @@ def report(config: RareAttributeConfig, exact: dict, records: list[dict]) -> str
             record["reward_calls"],
         ])
     header = ["K", "method", "best rate", "weighted", "pooled", "best-of-K exact",
-              "tilted exact", "final ESS", "NFE", "reward calls"]
+              "tilted exact", "final ESS", "NFE", "samples scored"]
     return (
         "# Rare attribute on the tabular masked diffusion: FK against best-of-K\n\n"
         f"Vocabulary {VOCAB}, length {LENGTH}, one token unmasked per step (exact sampler). "

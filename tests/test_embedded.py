@@ -48,3 +48,30 @@ def test_the_weak_image_model_steers_towards_its_prompt():
     assert 0.0 <= float(result.samples.min()) and float(result.samples.max()) <= 1.0
     with pytest.raises(ValueError, match="not a class"):
         fksteer.steer(model, reward, fksteer.FKConfig(num_particles=2), prompts=["a cat"])
+
+
+def test_the_text_model_runs_prompts_of_different_lengths_as_if_each_ran_alone():
+    """Right padding plus the attention mask: every prompt's first-step logits equal those of
+    the same prompt run on its own (float noise), and without the mask the padding would leak."""
+    pytest.importorskip("transformers")
+    from fksteer.embedded.text_model import TEXT_MODEL_DIR, load_text_model
+
+    if not (TEXT_MODEL_DIR / "model.safetensors").exists():
+        pytest.skip("the embedded text model's weights are not committed yet")
+    model = load_text_model(seq_len=8, num_steps=8)
+    prompts = ["Never", "The best", "You will never know"]
+    lengths = [len(model.prompt_ids(prompt)) for prompt in prompts]
+    assert len(set(lengths)) == 3  # ragged: 1, 2 and more tokens
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        state = model.init(prompts, 2, generator)
+        assert state.attention_mask is not None
+        together, _ = model.predict(state, 0, generator)  # logits (G*K, L, V)
+        unmasked = model.denoiser(state.tokens)  # the same rows, padding visible
+        for g, prompt in enumerate(prompts):
+            alone, _ = model.predict(model.init([prompt], 2, generator), 0, generator)
+            torch.testing.assert_close(together.logits[2 * g : 2 * g + 2], alone.logits,
+                                       atol=1e-4, rtol=1e-4)
+    first = state.positions[0, 0]  # the shortest prompt's first generated position
+    leaked = (unmasked[0, first] - together.logits[0, 0]).abs().max()
+    assert float(leaked) > 1e-2  # the mask, not luck, makes the rows independent

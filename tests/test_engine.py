@@ -343,8 +343,8 @@ def test_fk_result_fields_and_trace():
 
 
 def test_unknown_method_and_bad_model_are_errors():
-    with pytest.raises(ValueError, match="method='beam'"):
-        steer(RandomWalk(), first_coordinate, FKConfig(), method="beam")
+    with pytest.raises(ValueError, match="method='greedy' is unknown"):
+        steer(RandomWalk(), first_coordinate, FKConfig(), method="greedy")
     with pytest.raises(ValueError, match="StepModel protocol"):
         steer(object(), first_coordinate, FKConfig())
     with pytest.raises(ValueError, match="prompts is empty"):

@@ -114,8 +114,16 @@ def assert_schedule_exercised(result, schedule):
 
 
 def _final_lambda(result):
+    """The run's final tilt: the configured one, or (a tilt chosen per group) the one every
+    group's final potential used, which must be shared for a single exact target."""
     lmbda = result.config.lmbda
-    return lmbda if isinstance(lmbda, float) else lmbda.end
+    if isinstance(lmbda, float):
+        return lmbda
+    if isinstance(lmbda, LinearRamp):
+        return lmbda.end
+    final = result.trace[-1].lmbda  # (G,)
+    assert torch.all(final == final[0]), f"the groups' final tilts differ: {final.unique()}"
+    return float(final[0])
 
 
 def tv_bound(se):
@@ -189,6 +197,33 @@ def test_mixture_baselines(method):
         check_mixture(model, result, lmbda=0.0)
 
 
+class IntermediateAndFinal:
+    """A reward whose intermediate scores differ from its final ones (declared ``final_reward``),
+    as an image reward's fast and exact preprocessing do: the target is the final reward's."""
+
+    def __init__(self, intermediate, final):
+        self.intermediate = LinearReward(intermediate)
+        self.final_reward = LinearReward(final)
+
+    def __call__(self, samples, prompts=None):
+        return self.intermediate(samples, prompts)
+
+
+@pytest.mark.parametrize("potential", ["difference", "max"])
+def test_mixture_targets_the_final_reward_when_it_differs_from_the_intermediate(potential):
+    model = GaussianMixtureDiffusion.default(num_steps=8, dtype=torch.float64)
+    reward = IntermediateAndFinal([-0.5, 1.0], MIXTURE_DIRECTION)
+    config = FKConfig(num_particles=PARTICLES, potential=potential, lmbda=MIXTURE_LAMBDA,
+                      **SCHEDULES["fixed"])
+    result = steer(model, reward, config, prompts=list(range(GROUPS)),
+                   generator=torch.Generator().manual_seed(91))
+    flat = result.samples.reshape(-1, 2)
+    torch.testing.assert_close(
+        result.rewards.reshape(-1), reward.final_reward(flat).double(), rtol=0, atol=1e-12
+    )
+    check_mixture(model, result)
+
+
 # -- masked diffusion over an explicit table ------------------------------------------------------
 
 TABLE_LAMBDA = 1.0
@@ -259,9 +294,9 @@ class _CorrectsFromTheRunningMax(ParticleSystem):
     def finish(self, decoded, **kwargs):
         original = self._rewards
 
-        def final_rewards(decoded, rewards=None, per_particle=1):
+        def final_rewards(decoded, rewards=None, per_particle=1, **kwargs):
             running = self.potential_state["running_max"]
-            return torch.maximum(running, original(decoded, rewards, per_particle))
+            return torch.maximum(running, original(decoded, rewards, per_particle, **kwargs))
 
         self._rewards = final_rewards
         return super().finish(decoded, **kwargs)

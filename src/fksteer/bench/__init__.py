@@ -8,5 +8,6 @@
 
 ``records`` holds the shared result-file helpers (resumable JSONL, markdown tables, intervals);
 ``suite`` the parts the prompt-level suites share (units of work, shared among the processes of
-a torchrun launch; per-seed aggregates) and ``run_all_benches`` (`fksteer bench all`).
+a torchrun launch; per-seed aggregates; the resume check); ``all_suites`` runs them all
+(`fksteer bench all`) and sits above them, so no suite imports it.
 """

@@ -13,6 +13,7 @@ group each, all in one batched call) and records, averaged over the runs:
 - ``mean_error``: Euclidean error of the weighted mean against the exact tilted mean;
 - ``log_evidence_error``: |log Z_hat - log Z|, with log Z = log E_p[exp(lambda r(x_0))];
 - ``ess`` (final), ``step_ess`` (before resampling, averaged over the scoring steps),
+  ``min_step_ess`` (the lowest of those in a run, median over the runs),
   ``best_reward`` (best-of-N's quantity: the highest final reward), ``weighted_reward``.
 
 All methods use the same sampler and the same number of denoiser evaluations (NFE) for a given
@@ -29,17 +30,34 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, mean_and_ci, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    counted,
+    markdown_table,
+    mean_and_ci,
+    write_json,
+)
+from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
-from fksteer.smc.config import POTENTIALS, FKConfig
+from fksteer.smc.config import POTENTIALS, AdaptiveTilt, FKConfig
 from fksteer.smc.engine import steer
 
 __all__ = ["ExactBenchConfig", "run_exact_bench", "METHOD_NAMES"]
 
 logger = logging.getLogger(__name__)
 
-#: FK with each potential, then the baselines at equal NFE.
-METHOD_NAMES = tuple(f"fk-{potential}" for potential in POTENTIALS) + ("importance", "best_of_n")
+#: FK with each potential, then the baselines at equal NFE: what the suite runs by default.
+DEFAULT_METHODS = tuple(f"fk-{potential}" for potential in POTENTIALS) + ("importance",
+                                                                          "best_of_n")
+#: Every method it can run: the defaults and ``fk-adaptive`` (the difference potential with
+#: adaptive tempering to the problem's lambda, AdaptiveTilt(target=lambda)).
+METHOD_NAMES = (*DEFAULT_METHODS, "fk-adaptive")
+#: Config fields that only add or drop (method, N, seed) records: a resumed run may change them.
+MAY_CHANGE = ("particles", "methods", "seeds")
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ class ExactBenchConfig:
     """What `bench exact` runs. ``quick()`` is the small variant used in CI smoke runs."""
 
     particles: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
-    methods: tuple[str, ...] = METHOD_NAMES
+    methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 3
     replicas: int = 100
     num_steps: int = 25
@@ -66,18 +84,25 @@ class ExactBenchConfig:
             raise ValueError(f"particles={self.particles!r}: pass positive ints, e.g. (4, 16).")
         if self.seeds < 1 or self.replicas < 2:
             raise ValueError("seeds must be >= 1 and replicas >= 2.")
+        check_counts(particles=(self.particles, 10 * MOST_PARTICLES),
+                     seeds=(self.seeds, MOST_SEEDS), replicas=(self.replicas, MOST_PARTICLES),
+                     num_steps=(self.num_steps, MOST_STEPS))
 
     @classmethod
     def quick(cls) -> ExactBenchConfig:
+        """The CI variant: N in 4, 16, 64, two seeds of 50 runs (seconds)."""
         return cls(particles=(4, 16, 64), seeds=2, replicas=50)
 
 
 def _fk_config(bench: ExactBenchConfig, method: str, num_particles: int, lmbda: float) -> FKConfig:
     potential = method.removeprefix("fk-") if method.startswith("fk-") else "difference"
+    tilt: float | AdaptiveTilt = lmbda
+    if method == "fk-adaptive":
+        potential, tilt = "difference", AdaptiveTilt(target=lmbda)
     return FKConfig(
         num_particles=num_particles,
         potential=potential,
-        lmbda=lmbda,
+        lmbda=tilt,
         resampling=bench.resampling,
         ess_threshold=bench.ess_threshold,
         resample_every=bench.resample_every,
@@ -85,12 +110,17 @@ def _fk_config(bench: ExactBenchConfig, method: str, num_particles: int, lmbda: 
     )
 
 
-def run_one(bench: ExactBenchConfig, method: str, num_particles: int, seed: int) -> dict:
-    """One record: ``bench.replicas`` independent runs of ``method`` with N particles."""
+def run_one(
+    bench: ExactBenchConfig, method: str, num_particles: int, seed: int,
+    lmbda: float | None = None,
+) -> dict:
+    """One record: ``bench.replicas`` independent runs of ``method`` with N particles, towards
+    the rare-mode problem's exact tilt (or the exact tilt at ``lmbda``, when given)."""
     problem = GaussianMixtureDiffusion.rare_mode(num_steps=bench.num_steps)
-    target = problem.model.tilted(problem.direction, problem.lmbda)
+    lmbda = problem.lmbda if lmbda is None else lmbda
+    target = problem.model.tilted(problem.direction, lmbda)
     reward = LinearReward(problem.direction)
-    config = _fk_config(bench, method, num_particles, problem.lmbda)
+    config = _fk_config(bench, method, num_particles, lmbda)
     engine_method = "fk" if method.startswith("fk-") else method
     start = time.perf_counter()
     result = steer(
@@ -115,6 +145,7 @@ def run_one(bench: ExactBenchConfig, method: str, num_particles: int, seed: int)
         "seed": seed,
         "replicas": bench.replicas,
         "guidance": bench.guidance,
+        "lmbda": lmbda,
         "occupancy_error": float((occupancy - target.weights[-1]).abs().mean()),
         "mean_error": float((mean - target.mean()).norm(dim=1).mean()),
         "log_evidence_error": float(log_z_error.abs().mean()),
@@ -123,6 +154,10 @@ def run_one(bench: ExactBenchConfig, method: str, num_particles: int, seed: int)
         # ESS before resampling, averaged over the intermediate scoring steps (FK only)
         "step_ess": float(
             torch.stack([s.ess for s in result.trace[:-1] if s.scored]).mean()
+        ) if any(s.scored for s in result.trace[:-1]) else None,
+        # the lowest of those per run (the step where the weights collapse most), median of runs
+        "min_step_ess": float(
+            torch.stack([s.ess for s in result.trace[:-1] if s.scored]).amin(dim=0).median()
         ) if any(s.scored for s in result.trace[:-1]) else None,
         "best_reward": float(best.mean()),
         "weighted_reward": float((result.weights * result.rewards).sum(dim=1).mean()),
@@ -160,7 +195,8 @@ def summarise(bench: ExactBenchConfig, records: list[dict]) -> tuple[str, dict]:
         f"Target: the rare component (1% prior mass) holds {float(target.weights[-1]):.3f} of the "
         f"tilted mass; log Z = {target.log_normaliser:.4f}. {bench.num_steps} steps, "
         f"FK resamples every {bench.resample_every} steps ({bench.resampling}). Each cell: mean "
-        f"over {bench.seeds} seed(s) of the average over {bench.replicas} independent runs, "
+        f"over {counted(bench.seeds, 'seed')} of the average over {bench.replicas} independent "
+        "runs, "
         "+- a 95% confidence interval over seeds. All methods use the same NFE at equal N.\n",
     ]
     slopes: dict[str, dict[str, float]] = {}
@@ -235,7 +271,9 @@ def run_exact_bench(bench: ExactBenchConfig, out_dir: str | Path, progress=None)
     and ``error_vs_particles.png``.
     """
     out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", {"bench": "exact", **asdict(bench)})
+    config = {"bench": "exact", **asdict(bench), "machine": machine_info()}
+    check_resumable(out_dir, config, MAY_CHANGE)
+    write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", ("method", "num_particles", "seed"))
     work = [
         (method, n, seed)
@@ -247,7 +285,10 @@ def run_exact_bench(bench: ExactBenchConfig, out_dir: str | Path, progress=None)
     logger.info("bench exact: %d of %d runs to do", len(todo), len(work))
     for method, n, seed in progress(todo) if progress else todo:
         records.append(run_one(bench, method, n, seed))
-    report, summary = summarise(bench, records.records)
+    wanted = set(work)  # an earlier run with more seeds, N or methods left lines outside them
+    current = [r for r in records.records
+               if (r["method"], r["num_particles"], r["seed"]) in wanted]
+    report, summary = summarise(bench, current)
     (out_dir / "report.md").write_text(report)
     plot(bench, summary, out_dir / "error_vs_particles.png")
     return summary

@@ -12,13 +12,18 @@ this suite's GenEval analogue.
 
 For each model, K in ``particles`` and seed, every method runs the same prompts with the same
 initial noise (equal NFE): ``base``, ``best_of_n`` and FK with each potential (``fk-difference``,
-``fk-max``, ``fk-sum``, ``fk-immediate``). Per prompt it records the steering reward and the
+``fk-max``, ``fk-sum``, ``fk-immediate``); on request also ``fk-adaptive`` (the difference
+potential with adaptive tempering to lambda) and the searches ``svdd``, ``code`` and ``beam``,
+which run K / M particles with M = ``candidates`` candidates each, so that they too evaluate K
+rows per step (:mod:`fksteer.bench.matched`; their diversity is over the K / M kept samples).
+The report then adds a matched-NFE table: the winner at each K and every method's paired
+difference from it. Per prompt it records the steering reward and the
 judge's verdict of the best particle (the paper's protocol) and of a draw from the final weights
 (its expectation), the diversity of the K final particles (mean pairwise RMS pixel distance),
-the final ESS, NFE, reward calls and wall seconds of the whole run per prompt (denoiser, decode,
-reward and engine). The report adds reward against K, and held-out accuracy of the weak model
-with FK against the strong model's plain samples with their compute beside them. Files:
-``config.json``, ``results.jsonl`` (one line per model, method, K, seed and prompt),
+the final ESS, NFE, samples scored by the reward and wall seconds of the whole run per prompt
+(denoiser, decode, reward and engine). The report adds reward against K, and held-out accuracy
+of the weak model with FK against the strong model's plain samples with their compute beside
+them. Files: ``config.json``, ``results.jsonl`` (one line per model, method, K, seed and prompt),
 ``report.md``, ``summary.json``, ``reward_vs_particles.png`` and ``accuracy_vs_compute.png``.
 """
 
@@ -32,18 +37,31 @@ from typing import Any
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.matched import matched_table, search_setting
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import check_resumable, format_cell, machine_info, run_units, seed_cell
 from fksteer.distributed.communicator import Communicator
 from fksteer.embedded.fashion import CLASS_NAMES
-from fksteer.smc.config import POTENTIALS, FKConfig
+from fksteer.smc.config import POTENTIALS, SEARCH_METHODS, AdaptiveTilt, FKConfig, SearchConfig
 from fksteer.smc.engine import steer
 
 __all__ = ["ImageBenchConfig", "run_image_bench", "IMAGE_METHODS"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_METHODS = ("base", "best_of_n") + tuple(f"fk-{potential}" for potential in POTENTIALS)
+#: The methods the suite runs by default.
+DEFAULT_METHODS = ("base", "best_of_n") + tuple(f"fk-{potential}" for potential in POTENTIALS)
+#: Every method it can run: the defaults, adaptive tempering and the searches.
+IMAGE_METHODS = (*DEFAULT_METHODS, "fk-adaptive", *SEARCH_METHODS)
 KEY_FIELDS = ("model", "method", "num_particles", "seed", "prompt_index")
 MAY_CHANGE = ("models", "particles", "methods", "seeds", "fk_config")
 
@@ -54,7 +72,7 @@ class ImageBenchConfig:
 
     models: tuple[str, ...] = ("weak", "strong")
     particles: tuple[int, ...] = (2, 4, 8)
-    methods: tuple[str, ...] = IMAGE_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 3
     classes: tuple[str, ...] = CLASS_NAMES
     repeats: int = 3
@@ -67,6 +85,9 @@ class ImageBenchConfig:
     ess_threshold: float | None = None
     #: the latent scale intermediate predictions are decoded at ("full": full resolution)
     intermediate_resolution: str | float = "full"
+    candidates: int = 2
+    temperature: float = 0.0
+    block: int = 5
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in IMAGE_METHODS]
@@ -82,21 +103,40 @@ class ImageBenchConfig:
             raise ValueError(f"particles={self.particles!r}: pass positive ints, e.g. (2, 4, 8).")
         if self.seeds < 1 or self.repeats < 1 or not self.classes or self.num_steps < 1:
             raise ValueError("seeds, repeats and num_steps must be >= 1 and classes non-empty.")
+        check_counts(particles=(self.particles, MOST_PARTICLES), seeds=(self.seeds, MOST_SEEDS),
+                     repeats=(self.repeats, MOST_REPEATS), num_steps=(self.num_steps, MOST_STEPS))
         for method in self.methods:
-            self.fk_config(method, min(self.particles))  # FKConfig's own checks, now
+            for k in self.particles:
+                self.fk_config(method, k)  # FKConfig's and SearchConfig's own checks, now
 
     @classmethod
     def quick(cls) -> ImageBenchConfig:
+        """The CI variant: K = 2, one seed, three classes, ten steps."""
         return cls(particles=(2,), seeds=1, classes=CLASS_NAMES[:3], repeats=1, num_steps=10)
 
     def expanded_prompts(self) -> list[str]:
+        """The class names, each repeated ``repeats`` times: one group each."""
         return [name for _ in range(self.repeats) for name in self.classes]
 
     def fk_config(self, method: str, num_particles: int) -> FKConfig:
+        """The FKConfig of ``method`` at K rows per prompt (``fk-<potential>``; ``fk-adaptive``
+        tempers to lambda; baselines use the default potential; a search K / M particles)."""
+        lmbda: float | AdaptiveTilt = self.lmbda
         potential = method.removeprefix("fk-") if method.startswith("fk-") else "difference"
-        return FKConfig(num_particles=num_particles, potential=potential, lmbda=self.lmbda,
+        if method == "fk-adaptive":
+            potential, lmbda = "difference", AdaptiveTilt(target=self.lmbda)
+        if method in SEARCH_METHODS:
+            num_particles = self.steer_method(method, num_particles)[0]
+        return FKConfig(num_particles=num_particles, potential=potential, lmbda=lmbda,
                         resampling=self.resampling, resample_every=self.resample_every,
                         ess_threshold=self.ess_threshold)
+
+    def steer_method(self, method: str, num_particles: int) -> tuple[int, str | SearchConfig]:
+        """(particles, ``steer``'s method argument) of ``method`` at K rows per prompt."""
+        if method in SEARCH_METHODS:
+            return search_setting(method, num_particles, self.candidates, self.temperature,
+                                  self.block)
+        return num_particles, "fk" if method.startswith("fk-") else method
 
 
 def _pairwise_rms(samples: torch.Tensor) -> torch.Tensor:
@@ -140,11 +180,12 @@ class _ImageUnits:
         start = time.perf_counter()
         result = steer(model, self.reward, self.bench.fk_config(method, k), prompts=self.prompts,
                        generator=torch.Generator().manual_seed(seed),
-                       method="fk" if method.startswith("fk-") else method)
+                       method=self.bench.steer_method(method, k)[1])
         seconds = time.perf_counter() - start
-        samples = result.samples.detach().float().cpu()  # (G, K, 1, 16, 16)
+        samples = result.samples.detach().float().cpu()  # (G, K kept, 1, 16, 16)
+        kept = result.num_particles  # K, or K / M for a search
         with torch.no_grad():
-            judged = self.judge(samples.flatten(0, 1)).argmax(-1).view(groups, k)  # (G, K)
+            judged = self.judge(samples.flatten(0, 1)).argmax(-1).view(groups, kept)  # (G, K)
         correct = (judged == self.labels[:, None]).double()  # (G, K)
         weights = result.weights.double()  # (G, K)
         rewards = result.rewards.double()  # (G, K)
@@ -163,6 +204,8 @@ class _ImageUnits:
                 "judge_particle": float(correct[g].mean()),
                 "diversity": float(diversity[g]),
                 "ess": float(result.ess[g]),
+                "mean_ess": float(torch.stack([step.ess[g] for step in result.trace]).mean()),
+                "kept": kept,
                 "log_evidence": float(result.log_evidence[g]),
                 "nfe": result.nfe // groups,
                 "reward_calls": result.reward_calls // groups,
@@ -226,7 +269,7 @@ def summarise(bench: ImageBenchConfig, records: list[dict]) -> tuple[str, dict]:
         "seconds of the run per prompt, denoiser, decode, reward and engine included.\n\n",
         markdown_table(["model", "K", "method", "reward best", "reward draw", "judge best",
                         "judge draw", "diversity", "final ESS", "NFE/prompt",
-                        "reward calls/prompt", "s/prompt"], rows),
+                        "samples scored/prompt", "s/prompt"], rows),
     ]
     compute_rows = []
     if "strong" in bench.models and "base" in bench.methods:
@@ -257,8 +300,33 @@ def summarise(bench: ImageBenchConfig, records: list[dict]) -> tuple[str, dict]:
             "cost the run's per-particle wall time; the weak rows give the whole K-particle "
             "run's cost per prompt.\n\n"
             + markdown_table(["model", "method", "K", "judge draw", "judge best", "s/prompt",
-                              "NFE/prompt", "reward calls/prompt"], compute_rows))
-    return "".join(parts), {"cells": cells}
+                              "NFE/prompt", "samples scored/prompt"], compute_rows))
+    winners = {}
+    if set(bench.methods) - set(DEFAULT_METHODS):
+        parts.append(_matched_section(bench, records, winners))
+    return "".join(parts), {"cells": cells, "winners": winners}
+
+
+def _matched_section(bench: ImageBenchConfig, records: list[dict], winners: dict) -> str:
+    """Per model: the winner at each K (rows per prompt, equal NFE) by held-out judge and by
+    steering reward of a draw, with every method's paired difference from it."""
+    parts = [
+        "\n## Matched NFE: which method wins at each budget\n\n"
+        f"Every method at K evaluates K rows per step (searches: K / {bench.candidates} "
+        f"particles x {bench.candidates} candidates; svdd temperature {bench.temperature}, "
+        f"code blocks of {bench.block} steps, beam and svdd choose at every step). The winner "
+        "has the highest mean; the next column is winner minus method, paired over (seed, "
+        "prompt) pairs with a Student t 95% interval over the pairs: an interval that holds 0 "
+        "is a tie. A search's draw is a uniform pick among its kept samples.\n"]
+    for size in bench.models:
+        for metric, percent in (("judge_draw", True), ("reward_draw", False)):
+            table, found = matched_table(records, bench.methods, bench.particles,
+                                         {"model": size}, metric, percent)
+            winners.setdefault(size, {})[metric] = found
+            verdict = "; ".join(f"K={k}: {w['winner']} ({'clear' if w['clear'] else 'tied'})"
+                                for k, w in found.items())
+            parts.append(f"\n### {size} model, {metric}: {verdict}\n\n{table}")
+    return "".join(parts)
 
 
 def plot(bench: ImageBenchConfig, summary: dict, out_dir: Path) -> None:

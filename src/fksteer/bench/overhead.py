@@ -30,7 +30,17 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    counted,
+    markdown_table,
+    write_json,
+)
+from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.smc.config import FKConfig
 from fksteer.smc.engine import steer
 
@@ -43,6 +53,7 @@ VARIANTS = ("stock", "base", "fk", "fk_stepmodel")
 
 @dataclass(frozen=True)
 class OverheadBenchConfig:
+    """What `bench overhead` times: a small UNet's DDPMPipeline stock, wrapped and steered."""
     num_particles: int = 16
     num_steps: int = 50
     repeats: int = 5
@@ -55,9 +66,12 @@ class OverheadBenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: pass a positive int.")
+        check_counts(num_particles=(self.num_particles, MOST_PARTICLES),
+                     num_steps=(self.num_steps, MOST_STEPS), repeats=(self.repeats, MOST_REPEATS))
 
     @classmethod
     def quick(cls) -> OverheadBenchConfig:
+        """The CI variant: K = 4, five steps, two repeats, an 8x8 UNet."""
         return cls(num_particles=4, num_steps=5, repeats=2, image_size=8,
                    block_out_channels=(8, 16))
 
@@ -116,8 +130,9 @@ def run_overhead_bench(bench: OverheadBenchConfig, out_dir: str | Path, progress
     report.md, overhead.png. Returns {"seconds": {variant: median}, "ratio": {variant: median /
     median of stock}, "paired_ratio": {variant: median over rounds of variant / stock}}."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", {"bench": "overhead", **asdict(bench),
-                                         "torch_threads": torch.get_num_threads()})
+    config = {"bench": "overhead", **asdict(bench), "machine": machine_info()}
+    check_resumable(out_dir, config, may_change=("repeats",))
+    write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", ("variant", "repeat"))
     pipe = build_pipeline(bench)
     for variant in VARIANTS:  # warm-up: first calls pay for lazy initialisation
@@ -134,12 +149,13 @@ def run_overhead_bench(bench: OverheadBenchConfig, out_dir: str | Path, progress
             "torch_threads": torch.get_num_threads(),
             **timing,
         })
+    current = [r for r in records.records if r["repeat"] < bench.repeats]  # fewer repeats now
     medians = {
-        v: statistics.median(r["seconds"] for r in records.records if r["variant"] == v)
+        v: statistics.median(r["seconds"] for r in current if r["variant"] == v)
         for v in VARIANTS
     }
     ratios = {v: medians[v] / medians["stock"] for v in VARIANTS}
-    seconds = {(r["variant"], r["repeat"]): r["seconds"] for r in records.records}
+    seconds = {(r["variant"], r["repeat"]): r["seconds"] for r in current}
     paired = {  # median over rounds of the ratio within a round: robust to slow phases
         v: statistics.median(
             seconds[v, k] / seconds["stock", k]
@@ -158,9 +174,10 @@ def run_overhead_bench(bench: OverheadBenchConfig, out_dir: str | Path, progress
         "# bench overhead\n\n"
         f"DDPMPipeline over a random-weight UNet2DModel ({parameters / 1e6:.2f}M parameters, "
         f"{bench.image_size}x{bench.image_size}, 1 channel), K = {bench.num_particles} "
-        f"particles, {bench.num_steps} DDPM steps, on CPU with {torch.get_num_threads()} torch "
-        "threads. FK scores a cheap reward (mean brightness) and resamples at every step. "
-        f"Median of {bench.repeats} interleaved repeats.\n\n"
+        f"particles, {bench.num_steps} DDPM steps, on CPU with "
+        f"{counted(torch.get_num_threads(), 'torch thread')}. FK scores a cheap reward (mean "
+        "brightness) and resamples at every step. "
+        f"Median of {counted(bench.repeats, 'interleaved repeat')}.\n\n"
         + markdown_table(
             ["variant", "median seconds", "median / stock median",
              "median of per-round ratios", "extra ms per step"],

@@ -16,7 +16,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordFile", "write_json", "markdown_table", "mean_and_ci", "mean_and_t_ci"]
+__all__ = [
+    "RecordFile", "write_json", "markdown_table", "mean_and_ci", "mean_and_t_ci", "counted",
+    "check_counts",
+]
 
 
 class RecordFile:
@@ -44,9 +47,11 @@ class RecordFile:
         self._done = {self.key(record) for record in self.records}
 
     def key(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        """The values of ``record``'s key fields."""
         return tuple(record.get(field) for field in self.key_fields)
 
     def done(self, **key: Any) -> bool:
+        """Whether a record with these key values is in the file."""
         return tuple(key.get(field) for field in self.key_fields) in self._done
 
     def append(self, record: dict[str, Any]) -> None:
@@ -115,6 +120,26 @@ def mean_and_t_ci(values: Iterable[float]) -> tuple[float, float]:
     df = len(values) - 1
     quantile = _T_975[df - 1] if df <= len(_T_975) else 1.96
     return mean, quantile * math.sqrt(variance / len(values))
+
+
+#: Upper bounds of a suite's counts: beyond them a run would not finish (and its list of units
+#: alone would fill the memory), so they are refused when the config is built.
+MOST_SEEDS, MOST_REPEATS, MOST_PARTICLES, MOST_STEPS = 1000, 1000, 100_000, 10_000
+
+
+def check_counts(**counts: tuple[Any, int]) -> None:
+    """Raise a ValueError naming the first ``name=(value, most)`` that is not an int in
+    [1, most]."""
+    for name, (value, most) in counts.items():
+        values = value if isinstance(value, tuple) else (value,)
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= most:
+                raise ValueError(f"{name}={value!r}: pass ints from 1 to {most}.")
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """``"1 prompt"``, ``"3 prompts"``: a count with its noun in the right number."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

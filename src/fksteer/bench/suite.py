@@ -1,6 +1,6 @@
-"""Shared parts of the prompt-level suites (`bench text`, `bench image`) and of `bench all`.
+"""Shared parts of the prompt-level suites (`bench text`, `bench image`).
 
-    from fksteer.bench.suite import run_units, seed_cell, machine_info, run_all_benches
+    from fksteer.bench.suite import run_units, seed_cell, machine_info, check_resumable
 
 A suite is a list of units of work (one steering run: a method, a setting, a seed) over a set of
 prompts. Each unit writes one JSONL record per prompt, keyed by the unit's fields and the
@@ -35,7 +35,7 @@ __all__ = [
     "format_cell",
     "machine_info",
     "distinct_n",
-    "run_all_benches",
+    "check_resumable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,63 +175,58 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
-def run_all_benches(out_dir: str | Path, quick: bool,
-                    progress: Callable[[str], Any] | None = None) -> dict[str, str]:
-    """`fksteer bench all`: text, image, exact and overhead into ``out_dir/<suite>``.
-
-    ``progress(name)`` gives each suite its progress wrapper. Returns each suite's report (on
-    rank 0; under torchrun the text and image units are shared among the ranks, and exact and
-    overhead run on rank 0 alone).
-    """
-    from fksteer.bench.exact import ExactBenchConfig, run_exact_bench
-    from fksteer.bench.image import ImageBenchConfig, run_image_bench
-    from fksteer.bench.overhead import OverheadBenchConfig, run_overhead_bench
-    from fksteer.bench.text import TextBenchConfig, run_text_bench
-
-    out_dir = Path(out_dir)
-    suites = (
-        ("text", TextBenchConfig, run_text_bench),
-        ("image", ImageBenchConfig, run_image_bench),
-        ("exact", ExactBenchConfig, run_exact_bench),
-        ("overhead", OverheadBenchConfig, run_overhead_bench),
-    )
-    communicator = Communicator.current()
-    reports = {}
-    for name, config_class, run in suites:
-        bench = config_class.quick() if quick else config_class()
-        logger.info("bench all: %s", name)
-        if name in ("exact", "overhead") and communicator.distributed:
-            # timings and exact replicas: one process (rank 0) while the others wait
-            if communicator.is_root:
-                run(bench, out_dir / name, progress=progress(f"bench {name}") if progress
-                    else None)
-            communicator.barrier()
-        else:
-            run(bench, out_dir / name, progress=progress(f"bench {name}") if progress else None)
-        if communicator.is_root:
-            reports[name] = (out_dir / name / "report.md").read_text()
-    return reports
-
-
 def check_resumable(out_dir: str | Path, config: dict[str, Any],
                     may_change: Sequence[str]) -> None:
-    """Refuse to resume into ``out_dir`` when its saved config differs in a field that changes
-    what a recorded line means (e.g. lambda or the prompts); fields in ``may_change`` (seeds,
-    particle counts, methods, ...) only add or drop units, so they may differ."""
+    """Refuse to resume into ``out_dir`` when its saved config differs in a setting that changes
+    what a recorded line means (lambda, replicas, the prompts, the torch threads behind each
+    timing...). Settings in ``may_change`` (seeds, particle counts, methods, ...) only add or drop
+    units, so they may differ. A folder with results but no config.json is refused too.
+
+    The ValueError names the first differing settings with the value saved there and the value
+    given now; the command line turns it into exit status 2.
+    """
     import json
 
-    path = Path(out_dir) / "config.json"
-    if not path.exists():
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a directory; pick another path.")
+    path = out_dir / "config.json"
+    if not path.is_file():
+        if (out_dir / "results.jsonl").exists():
+            raise ValueError(
+                f"--out {out_dir} holds results.jsonl but no config.json, so its settings are "
+                "unknown: pass a new --out, or delete that directory to start over."
+            )
         return
-    saved = json.loads(path.read_text())
-    fresh = json.loads(json.dumps(config))  # tuples -> lists, as saved
-    changed = sorted(
-        field for field in set(saved) | set(fresh)
-        if field not in may_change and field not in ("machine", "perplexity_note")
-        and saved.get(field) != fresh.get(field)
-    )
+    try:
+        saved = _resume_settings(json.loads(path.read_text()))
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"--out {out_dir}: its config.json is not a benchmark's config; pass a "
+                         "new --out, or delete that directory to start over.") from None
+    fresh = _resume_settings(json.loads(json.dumps(config)))  # tuples -> lists, as saved
+    changed = sorted(field for field in set(saved) | set(fresh) if field not in may_change
+                     and (field in saved, saved.get(field)) != (field in fresh, fresh.get(field)))
     if changed:
+        shown = "; ".join(f"{field} is {_shown(saved, field)} there and "
+                          f"{_shown(fresh, field)} here" for field in changed[:3])
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
         raise ValueError(
-            f"{out_dir} holds results of another configuration (it differs in {changed}): "
-            "pass a new --out, or delete that directory to start over."
+            f"--out {out_dir} holds results of other settings: {shown}{more}. Rerun with the "
+            "same settings to resume, pass a new --out, or delete that directory to start over."
         )
+
+
+def _resume_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a saved config that a resume must match: every field, except the
+    machine description, of which only the torch threads (a setting: it changes timings) count."""
+    settings = {field: value for field, value in config.items()
+                if field not in ("machine", "perplexity_note")}
+    machine = config.get("machine")
+    if isinstance(machine, dict) and "torch_threads" in machine:
+        settings["torch_threads"] = machine["torch_threads"]
+    return settings
+
+
+def _shown(settings: dict[str, Any], field: str) -> str:
+    text = repr(settings[field]) if field in settings else "unset"
+    return text if len(text) <= 80 else text[:77] + "..."

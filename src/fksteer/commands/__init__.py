@@ -8,5 +8,7 @@
 Shared pieces: ``options`` (FKConfig fields and run options on the command line, merged with a
 ``--config`` file read by ``config_file``), ``prompts`` (prompt files), ``staging`` (an output
 directory that appears whole or not at all), ``images`` (PNG tiles and grids), ``records``
-(results.jsonl, summary.json, config.json of a steering run).
+(results.jsonl, summary.json, config.json of a steering run), ``errors`` (how the command line
+ends on a mistake: one line, exit status 2), ``reward_option`` (``--reward`` checked before any
+model loads).
 """

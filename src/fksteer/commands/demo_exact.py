@@ -1,7 +1,7 @@
 """`fksteer demo --exact`: steer the exact rare-mode mixture, compare with baselines and truth.
 
     from fksteer.commands.demo_exact import run_demo
-    report = run_demo("runs/demo", num_particles=16, seed=0)
+    report = run_demo("runs/demo-exact", num_particles=16, seed=0)
 
 The model is `GaussianMixtureDiffusion.rare_mode()`: 2-D samples, reward r(x) = x_1, and a target
 p(x) exp(1.75 r(x)) / Z in which a component holding 1% of the prior mass holds 88% of the tilted
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from fksteer.bench.records import markdown_table, write_json
+from fksteer.bench.records import counted, markdown_table, write_json
 from fksteer.models.gaussian_mixture import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.config import FKConfig
 from fksteer.smc.engine import steer
@@ -30,22 +30,41 @@ METHODS = ("base", "best_of_n", "importance", "fk")
 
 
 def run_demo(
-    out_dir: str | Path, num_particles: int = 16, num_runs: int = 64, seed: int = 0
+    out_dir: str | Path, num_particles: int = 16, num_runs: int = 64, seed: int = 0,
+    overwrite: bool = False,
 ) -> str:
     """Run every method on ``num_runs`` independent groups; write and return a markdown report.
 
-    Writes ``config.json``, ``summary.json``, ``report.md`` and ``samples.png`` into ``out_dir``.
+    Writes ``config.json``, ``summary.json``, ``report.md`` and ``samples.png`` into ``out_dir``,
+    staged: the folder appears whole when the run has finished, or not at all (an error or
+    Ctrl-C leaves nothing). A folder holding files is refused unless ``overwrite``. Errors in
+    the arguments name their options (``--particles``, ``--runs``, ``--out``).
     """
-    out_dir = Path(out_dir)
+    from fksteer.commands.options import named_fk_config
+    from fksteer.commands.staging import check_writable, staged_directory
+
+    if isinstance(num_runs, bool) or not isinstance(num_runs, int) or num_runs < 1:
+        raise ValueError(f"--runs {num_runs!r}: pass a positive int, e.g. 64.")
     problem = GaussianMixtureDiffusion.rare_mode()
+    config = named_fk_config({"num_particles": num_particles, "lmbda": problem.lmbda},
+                             {"num_particles": "--particles"})
+    check_writable(out_dir, overwrite=overwrite)
+    report, summary, draws = _run_methods(problem, config, num_runs, seed)
+    with staged_directory(out_dir, overwrite=overwrite) as work:
+        write_json(work / "config.json", {"fk_config": config.to_dict(), "num_runs": num_runs,
+                                          "seed": seed, "model": repr(problem.model)})
+        write_json(work / "summary.json", summary)
+        (work / "report.md").write_text(report)
+        _plot(problem, draws, work / "samples.png")
+    return report
+
+
+def _run_methods(problem, config: FKConfig, num_runs: int, seed: int) -> tuple[str, dict, dict]:
+    """Each method on ``num_runs`` groups: the markdown report, the summary and one weighted
+    draw per run for the plot."""
     target = problem.model.tilted(problem.direction, problem.lmbda)
     reward = LinearReward(problem.direction)
-    config = FKConfig(num_particles=num_particles, lmbda=problem.lmbda)
-    write_json(
-        out_dir / "config.json",
-        {"fk_config": config.to_dict(), "num_runs": num_runs, "seed": seed,
-         "model": repr(problem.model)},
-    )
+    num_particles = config.num_particles
     rows, summary, draws = [], {}, {}
     for method in METHODS:
         result = steer(problem.model, reward, config, prompts=list(range(num_runs)),
@@ -76,19 +95,17 @@ def run_demo(
                  exact["log_evidence"], "", "", ""])
     report = (
         "# fksteer demo: a rare mode, steered\n\n"
-        f"{num_runs} independent runs of K = {num_particles} particles, {problem.model.num_steps} "
-        "steps; each cell is the mean over runs. The high-reward component holds 1% of the prior "
+        f"{counted(num_runs, 'independent run')} of K = {num_particles} particles, "
+        f"{problem.model.num_steps} steps; each cell is the mean over runs. The high-reward "
+        "component holds 1% of the prior "
         f"and {exact['rare_mode_mass']:.1%} of the target p(x) exp({problem.lmbda} x_1) / Z.\n\n"
         + markdown_table(
             ["method", "rare-mode mass", "weighted reward", "best reward", "log mean Z_hat",
-             "final ESS", "reward calls / run", "seconds"],
+             "final ESS", "samples scored / run", "seconds"],
             rows,
         )
     )
-    write_json(out_dir / "summary.json", summary)
-    (out_dir / "report.md").write_text(report)
-    _plot(problem, draws, out_dir / "samples.png")
-    return report
+    return report, summary, draws
 
 
 def _plot(problem, draws: dict[str, torch.Tensor], path: Path) -> None:

@@ -9,12 +9,15 @@ classifier's log p(prompt's class | x); the held-out judge (a classifier trained
 split) scores the result: accuracy of the best particle (highest steering reward) and of a draw
 from the final weights (its expectation, sum_k w_k [judge(x_k) = class]). Writes ``grid.png``
 (rows = prompts, column blocks = methods, particles by weight, highest reward framed in red),
-``report.md``, ``summary.json`` and ``config.json``.
+``report.md``, ``summary.json`` and ``config.json``, and each method's run as a run folder under
+``methods/<method>/`` (images, results.jsonl, trace.jsonl, summary.json, config.json: what
+``fksteer report`` shows, e.g. ``fksteer report runs/demo/methods/base runs/demo/methods/fk``).
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,30 +44,35 @@ def run_image_demo(
     lmbda: float = 10.0,
     seed: int = 0,
     methods: Sequence[str] = DEMO_METHODS,
+    overwrite: bool = False,
 ) -> str:
-    """Run each method on ``prompts``; write the files and return the markdown report."""
+    """Run each method on ``prompts``; write the files and return the markdown report.
+
+    ``out_dir`` holding files is refused unless ``overwrite``; errors name the options."""
+    from fksteer.bench.records import counted
     from fksteer.commands.images import grid, particle_row, save_png, text_tile
+    from fksteer.commands.options import named_fk_config
     from fksteer.commands.records import write_json
     from fksteer.commands.staging import check_writable, staged_directory
     from fksteer.embedded.classifier import load_classifier
     from fksteer.embedded.image_model import load_image_model
     from fksteer.rewards.classifier import ClassifierLogProb
-    from fksteer.smc.config import FKConfig
     from fksteer.smc.engine import steer
 
-    config = FKConfig(num_particles=num_particles, lmbda=lmbda)
+    config = named_fk_config({"num_particles": num_particles, "lmbda": lmbda},
+                             {"num_particles": "--particles", "lmbda": "--lmbda"})
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"--steps {num_steps!r}: pass a positive int, e.g. 50.")
     if not prompts:
         raise ValueError("no prompts: pass class names, e.g. sneaker bag dress.")
-    check_writable(out_dir)
+    check_writable(out_dir, overwrite=overwrite)
     model = load_image_model("weak", num_inference_steps=num_steps)
     prompts = [CLASS_NAMES[model.class_id(prompt)] for prompt in prompts]
     reward = ClassifierLogProb(load_classifier("steering"), labels=CLASS_NAMES)
     judge = load_classifier("judge")
     labels = torch.tensor([CLASS_NAMES.index(prompt) for prompt in prompts])  # (G,)
 
-    rows, summary, samples_of = [], {}, {}
+    rows, summary, samples_of, results_of = [], {}, {}, {}
     for method in methods:
         start = time.perf_counter()
         result = steer(model, reward, config, prompts=prompts,
@@ -87,6 +95,7 @@ def run_image_demo(
         }
         summary[method] = row
         samples_of[method] = (samples, weights, result.best)
+        results_of[method] = (result, seconds)
         rows.append([METHOD_LABELS[method], f"{row['steering_reward']:.3f}",
                      f"{row['judge_accuracy_best']:.0%}", f"{row['judge_accuracy_draw']:.0%}",
                      f"{seconds:.1f}", str(row["nfe"])])
@@ -96,7 +105,8 @@ def run_image_demo(
                     "judge acc (draw)", "wall s", "NFE"], rows)
     report = (
         "# fksteer demo: base vs best-of-K vs FK on the embedded weak image model\n\n"
-        f"{len(prompts)} prompts ({', '.join(prompts)}), K = {num_particles} particles each, "
+        f"{counted(len(prompts), 'prompt')} ({', '.join(prompts)}), K = {num_particles} "
+        "particles each, "
         f"{num_steps} DDPM steps, lambda = {lmbda}, seed {seed}; same initial noise for every "
         "method. Steering reward: the steering classifier's log p(class | x) of a draw from the "
         "final weights (its expectation; best-of-K's weights sit on its best particle). Judge "
@@ -105,7 +115,12 @@ def run_image_demo(
         f"{table}\n\ngrid.png: rows = prompts, column blocks = methods; particles by weight, "
         "heaviest first; the highest steering reward framed in red.\n"
     )
-    with staged_directory(out_dir) as work:
+    record = {"command": "demo", "model": "embedded-weak", "reward": "embedded steering classifier",
+              "judge": "embedded judge classifier", "prompts": prompts, "num_steps": num_steps,
+              "seed": seed, "methods": list(methods), "fk_config": config.to_dict(),
+              "threads": torch.get_num_threads()}
+    with staged_directory(out_dir, overwrite=overwrite) as work:
+        _write_method_runs(work, record, prompts, samples_of, results_of, num_particles)
         blocks = []
         for group, prompt in enumerate(prompts):
             line = [text_tile(prompt, 72, 70)]
@@ -121,13 +136,23 @@ def run_image_demo(
         save_png(grid(blocks), work / "grid.png")
         (work / "report.md").write_text(report)
         write_json(work / "summary.json", summary)
-        write_json(work / "config.json", {
-            "command": "demo", "model": "embedded-weak", "reward": "embedded steering classifier",
-            "judge": "embedded judge classifier", "prompts": prompts, "num_steps": num_steps,
-            "seed": seed, "methods": list(methods), "fk_config": config.to_dict(),
-            "threads": torch.get_num_threads(),
-        })
+        write_json(work / "config.json", record)
     return report
+
+
+def _write_method_runs(work: Path, record, prompts, samples_of, results_of, num_particles):
+    """``methods/<method>/``: each method's run folder, with the command that reruns the demo."""
+    from fksteer.commands.records import environment
+    from fksteer.commands.sample import write_image_run
+
+    rerun = shlex.join(["fksteer", "demo", "--particles", str(num_particles), "--steps",
+                        str(record["num_steps"]), "--lmbda", f"{record['fk_config']['lmbda']}",
+                        "--seed", str(record["seed"]), *prompts])
+    machine = environment()
+    for method, (result, seconds) in results_of.items():
+        write_image_run(work / "methods" / method, prompts, result, samples_of[method][0],
+                        {"steer": seconds}, {**record, "command": "demo", "method": method,
+                                             "reproduce": rerun, "machine": machine})
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -24,7 +24,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["EMBEDDED_IMAGE_MODELS", "ImageRunner", "load_image_runner", "looks_like_path"]
+__all__ = [
+    "EMBEDDED_IMAGE_MODELS", "ImageRunner", "load_image_runner", "locate_image_model",
+    "looks_like_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class ImageRunner:
 
     @property
     def embedded(self) -> bool:
+        """Whether the model is one of the embedded Fashion-MNIST models."""
         return self.kind == "embedded"
 
     def check_prompts(self, prompts: list[Any]) -> list[Any]:
@@ -75,6 +79,8 @@ class ImageRunner:
         return inspect.signature(self.model.__call__).parameters
 
     def run(self, reward, config, prompts, generator, method):
+        """Steer ``prompts`` with this model (``steer`` or ``steer_pipeline``) and return the
+        result."""
         from fksteer.smc.engine import steer
 
         if self.kind == "pipeline":
@@ -92,13 +98,35 @@ class ImageRunner:
                      method=method)
 
 
+_FIX = ("pass embedded-weak, embedded-strong, a diffusers model id, or a local folder with "
+        "model_index.json (a pipeline) or a UNet2DModel config.json")
+
+
+def locate_image_model(name: str) -> str:
+    """What ``--model name`` is, read without loading anything: ``embedded``, ``pipeline``
+    (a local folder or a hub id) or ``unet``; ValueError/FileNotFoundError name --model."""
+    if name in EMBEDDED_IMAGE_MODELS:
+        return "embedded"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "model_index.json").is_file():
+            return "pipeline"
+        config = path / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("_class_name") == "UNet2DModel":
+            return "unet"
+        raise ValueError(f"--model {name}: the folder has no model_index.json or UNet2DModel "
+                         f"config.json; {_FIX}.")
+    if path.exists() or looks_like_path(name):
+        raise FileNotFoundError(f"--model {name}: no such directory; {_FIX}.")
+    return "pipeline"
+
+
 def load_image_runner(
     name: str, steps: int, guidance_scale: float, device: torch.device, dtype: torch.dtype
 ) -> ImageRunner:
     """The runner for ``--model name``; ValueError/FileNotFoundError name --model and the fix."""
-    fix = ("pass embedded-weak, embedded-strong, a diffusers model id, or a local folder with "
-           "model_index.json (a pipeline) or a UNet2DModel config.json")
-    if name in EMBEDDED_IMAGE_MODELS:
+    kind = locate_image_model(name)
+    if kind == "embedded":
         from fksteer.embedded.image_model import load_image_model
 
         try:
@@ -109,17 +137,10 @@ def load_image_runner(
         model.model.unet.to(device=device, dtype=dtype)
         return ImageRunner("embedded", model, name, steps, guidance_scale)
     path = Path(name).expanduser()
-    if path.is_dir():
-        if (path / "model_index.json").is_file():
-            return _pipeline(str(path), name, steps, guidance_scale, device, dtype)
-        config = path / "config.json"
-        if config.is_file() and json.loads(config.read_text()).get("_class_name") == "UNet2DModel":
-            return _unet(path, steps, guidance_scale, device, dtype)
-        raise ValueError(f"--model {name}: the folder has no model_index.json or UNet2DModel "
-                         f"config.json; {fix}.")
-    if path.exists() or looks_like_path(name):
-        raise FileNotFoundError(f"--model {name}: no such directory; {fix}.")
-    return _pipeline(name, name, steps, guidance_scale, device, dtype)
+    if kind == "unet":
+        return _unet(path, steps, guidance_scale, device, dtype)
+    source = str(path) if path.is_dir() else name
+    return _pipeline(source, name, steps, guidance_scale, device, dtype)
 
 
 def _pipeline(source, name, steps, guidance_scale, device, dtype) -> ImageRunner:
@@ -129,9 +150,13 @@ def _pipeline(source, name, steps, guidance_scale, device, dtype) -> ImageRunner
         raise ImportError(
             "--model: diffusers models need pip install 'fksteer[diffusers]'"
         ) from None
-    try:
-        pipe = DiffusionPipeline.from_pretrained(source)
-    except Exception as error:  # hub, network and format errors all mean: cannot load it
+    from fksteer.rewards.hub import WeightsNotFoundError, load_pretrained
+
+    try:  # the local cache first, the hub only when it answers: one message when neither has it
+        pipe = load_pretrained(DiffusionPipeline.from_pretrained, source, what=f"--model {name}")
+    except WeightsNotFoundError:
+        raise
+    except Exception as error:  # format errors of what was found: cannot load it
         raise ValueError(
             f"--model {name}: cannot load a diffusers pipeline ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); check the id or path."

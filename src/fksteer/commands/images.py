@@ -21,6 +21,7 @@ __all__ = [
 MIN_TILE = 64
 BEST_COLOUR = (230, 40, 40)
 BORDER = 3
+CAPTION = 24  # two lines of PIL's default font under each tile
 
 
 def to_pil_image(sample: torch.Tensor, min_size: int = 0):
@@ -37,18 +38,28 @@ def to_pil_image(sample: torch.Tensor, min_size: int = 0):
     return image
 
 
-def particle_row(samples: torch.Tensor, weights: torch.Tensor, best: int | None = None):
-    """A row of K tiles (K, C, H, W) ordered by weight, heaviest first; ``best`` framed in red."""
-    from PIL import Image
+def particle_row(samples: torch.Tensor, weights: torch.Tensor, best: int | None = None,
+                 rewards: torch.Tensor | None = None):
+    """A row of K tiles (K, C, H, W) ordered by weight, heaviest first; ``best`` framed in red.
+
+    With ``rewards`` (K,), each tile is captioned with its weight and reward (``w=0.52`` above
+    ``r=-0.13``)."""
+    from PIL import Image, ImageDraw
 
     order = torch.argsort(weights.double(), descending=True, stable=True).tolist()
     tiles = [to_pil_image(samples[k], MIN_TILE) for k in order]
     size = tiles[0].width + 2 * BORDER, tiles[0].height + 2 * BORDER
-    row = Image.new("RGB", (size[0] * len(tiles), size[1]), (255, 255, 255))
+    caption = 0 if rewards is None else CAPTION
+    row = Image.new("RGB", (size[0] * len(tiles), size[1] + caption), (255, 255, 255))
+    draw = ImageDraw.Draw(row)
     for position, (k, tile) in enumerate(zip(order, tiles, strict=True)):
         if k == best:
             row.paste(Image.new("RGB", size, BEST_COLOUR), (position * size[0], 0))
         row.paste(tile, (position * size[0] + BORDER, BORDER))
+        if rewards is not None:
+            x, y = position * size[0] + BORDER, size[1]
+            draw.text((x, y), f"w={float(weights[k]):.2f}", fill=(0, 0, 0))
+            draw.text((x, y + CAPTION // 2), f"r={float(rewards[k]):.3g}", fill=(0, 0, 0))
     return row
 
 
@@ -80,6 +91,7 @@ def labelled(image, text: str, height: int = 14):
 
 
 def save_png(image, path: str | Path) -> None:
+    """Save ``image`` (PIL) as a PNG at ``path``, creating its folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
 

@@ -45,6 +45,7 @@ class Communicator:
 
     @property
     def is_root(self) -> bool:
+        """Whether this process is rank 0 (the one that writes)."""
         return self.rank == 0
 
     @property
@@ -105,6 +106,7 @@ class Communicator:
         return received
 
     def barrier(self) -> None:
+        """Wait for every rank (nothing in a single process)."""
         if self.distributed:
             import torch.distributed as dist
 

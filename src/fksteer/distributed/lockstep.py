@@ -64,6 +64,7 @@ class Lockstep:
 
     @property
     def failed(self) -> bool:
+        """Whether an error was seen on any rank."""
         return self.error is not None
 
     def run(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -108,7 +108,10 @@ def steer_particle_parallel(
             (:class:`~fksteer.smc.rows.ParticleRows`, checked by
             :func:`~fksteer.distributed.particle_state.as_shardable`); when a rank runs several
             shards it is replicated (``replicate()``), or pass one model per local shard.
-        reward, config, prompts, method: as for :func:`fksteer.steer`.
+        reward: as for :func:`fksteer.steer`.
+        config: as for :func:`fksteer.steer`.
+        prompts: as for :func:`fksteer.steer`.
+        method: as for :func:`fksteer.steer`.
         seed: the run's seed (an int: every rank must derive the same generators from it).
         num_shards: S, the shards of particles (default: the world size); the result depends on
             S, not on how many ranks run them. S must divide K and the world size must divide S.
@@ -271,15 +274,18 @@ class _ParticleParallelRun:
         values = self._shard_rewards(decoded, self.reward_prompts, self.num_predictions)
         return values.reshape(self.layout.shard_size, -1).squeeze(-1)
 
-    def _shard_rewards(self, decoded: Any, prompts: list | None, per_particle: int) -> torch.Tensor:
-        """The reward of this shard's flat batch (``per_particle`` samples per particle)."""
+    def _shard_rewards(
+        self, decoded: Any, prompts: list | None, per_particle: int, final: bool = False
+    ) -> torch.Tensor:
+        """The reward (``final``: the final reward) of this shard's flat batch
+        (``per_particle`` samples per particle)."""
         expected = self.layout.shard_size * per_particle
         if len(decoded) != expected:
             raise ValueError(
                 f"the model decoded {len(decoded)} samples on this shard but {expected} were "
                 "expected."
             )
-        return call_reward(self.reward, decoded, prompts)
+        return call_reward(self.system.final_reward if final else self.reward, decoded, prompts)
 
     def _move(self, step: int, strength: float | torch.Tensor | None) -> dict[int, torch.Tensor]:
         """Move every local shard; with guidance, return each shard's log density ratios."""
@@ -317,7 +323,7 @@ class _ParticleParallelRun:
                 None if self.reward_prompts is None
                 else self.reward_prompts[:: self.num_predictions]
             )
-            rewards[shard] = self._shard_rewards(samples, prompts, 1)
+            rewards[shard] = self._shard_rewards(samples, prompts, 1, final=True)
             decoded[shard] = samples.detach().cpu() if isinstance(samples, torch.Tensor) else (
                 list(samples)
             )

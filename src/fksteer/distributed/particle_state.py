@@ -45,11 +45,15 @@ __all__ = [
 class ShardableModel(Protocol):
     """A StepModel whose particles can be read out, written back and run as several shards."""
 
-    def particle_rows(self, state: Any, model_output: Any) -> Any: ...
+    def particle_rows(self, state: Any, model_output: Any) -> Any:
+        """The per-particle tensors of ``state`` and ``model_output``, as a pytree of (rows, ...)
+        leaves."""
 
-    def with_particle_rows(self, state: Any, model_output: Any, rows: Any) -> tuple[Any, Any]: ...
+    def with_particle_rows(self, state: Any, model_output: Any, rows: Any) -> tuple[Any, Any]:
+        """``state`` and ``model_output`` with their per-particle rows replaced by ``rows``."""
 
-    def replicate(self) -> Any: ...
+    def replicate(self) -> Any:
+        """An independent copy of the model, for a further shard on the same rank."""
 
 
 # -- rows as bytes ------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class ParticleLayout:
 
     @property
     def shards_per_rank(self) -> int:
+        """Shards each rank runs."""
         return self.num_shards // self.world_size
 
     def rank_shards(self, rank: int) -> range:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fksteer.embedded.fashion import CLASS_NAMES
+from fksteer.extras import require_extra
 from fksteer.smc.wrapper import ModelWrapper
 
 __all__ = ["GuidedClassUNet", "ClassNameModel", "load_image_model", "IMAGE_MODEL_DIR"]
@@ -44,17 +45,21 @@ class GuidedClassUNet(nn.Module):
 
     @property
     def config(self) -> Any:
+        """The wrapped UNet's config."""
         return self.unet.config
 
     @property
     def device(self) -> torch.device:
+        """The wrapped UNet's device."""
         return self.unet.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The wrapped UNet's dtype."""
         return self.unet.dtype
 
     def forward(self, sample, timestep, class_labels=None, return_dict: bool = False):
+        """The UNet's output, with classifier-free guidance when ``guidance_scale`` is not 1."""
         if class_labels is None or self.guidance_scale == 1.0:
             return self.unet(sample, timestep, class_labels=class_labels, return_dict=return_dict)
         null = torch.full_like(class_labels, self.null_class)
@@ -78,6 +83,8 @@ class ClassNameModel(ModelWrapper):
         self.class_names = tuple(class_names)
 
     def class_id(self, prompt: Any) -> int:
+        """The class index of ``prompt`` (a class name, any case, or an index); a ValueError lists
+        them."""
         if isinstance(prompt, int) and 0 <= prompt < len(self.class_names):
             return prompt
         if isinstance(prompt, str) and prompt.strip().lower() in self.class_names:
@@ -88,6 +95,7 @@ class ClassNameModel(ModelWrapper):
         )
 
     def init(self, prompts, num_particles, generator):
+        """Initial noise for each prompt's particles, conditioned on the prompts' classes."""
         if any(prompt is None for prompt in prompts):
             raise ValueError(
                 f"this model needs a class name per prompt: one of {', '.join(self.class_names)}."
@@ -98,8 +106,7 @@ class ClassNameModel(ModelWrapper):
 
 def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:
     """The trained ``UNet2DModel`` (EMA weights) of ``size``, in eval mode on the CPU."""
-    from diffusers import UNet2DModel
-
+    diffusers = require_extra("diffusers", "the embedded image model")
     if size not in SIZES:
         raise ValueError(f"size={size!r}: choose one of {', '.join(SIZES)}.")
     folder = directory / f"fashion16-{size}"
@@ -108,7 +115,7 @@ def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:
             f"{folder} not found: train it with `python scripts/train_image_models.py --size "
             f"{size}`."
         )
-    return UNet2DModel.from_pretrained(folder).eval()
+    return diffusers.UNet2DModel.from_pretrained(folder).eval()
 
 
 def load_image_model(
@@ -126,11 +133,11 @@ def load_image_model(
     :class:`~fksteer.integrations.diffusers.unet.UNetStepModel` (e.g. ``denoiser_batch_size``).
     The model's NFE counts one guided evaluation per particle and step (two UNet passes).
     """
+    unet = load_unet(size, directory)  # first: a missing diffusers names its extra
     from diffusers import DDIMScheduler, DDPMScheduler
 
     from fksteer.integrations.diffusers.unet import UNetStepModel
 
-    unet = load_unet(size, directory)
     folder = directory / f"fashion16-{size}"
     if scheduler == "ddpm":
         noise_scheduler, step_kwargs = DDPMScheduler.from_pretrained(folder), {}

@@ -28,7 +28,14 @@ TEXT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "fortunes-mdlm"
 
 
 class MaskedLanguageDenoiser(nn.Module):
-    """Token embeddings + learned positions -> pre-norm transformer encoder -> tied output."""
+    """Token embeddings + learned positions -> pre-norm transformer encoder -> tied output.
+
+    Takes an attention mask, so prompts of different lengths run in one batch: the sampler
+    right-pads the shorter rows, and their real positions get the logits they would get alone.
+    """
+
+    #: the masked sampler passes ``attention_mask`` when prompts of different lengths made padding
+    accepts_attention_mask = True
 
     def __init__(
         self,
@@ -55,17 +62,33 @@ class MaskedLanguageDenoiser(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's weights."""
         return self.token_embedding.weight.device
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, N, V) for token ids (B, N), N <= max_len."""
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, N, V) for token ids (B, N), N <= max_len.
+
+        ``attention_mask`` (B, N), True on real tokens: padded positions are hidden from every
+        query (their own logits are meaningless), so each row's real positions get the logits of
+        that row without its padding.
+        """
         if tokens.shape[1] > self.max_len:
             raise ValueError(
                 f"sequences of {tokens.shape[1]} tokens exceed the model's {self.max_len}: "
                 "shorten the prompt or seq_len."
             )
+        padding = None
+        if attention_mask is not None:
+            if attention_mask.shape != tokens.shape:
+                raise ValueError(
+                    f"attention_mask {tuple(attention_mask.shape)} must match the tokens "
+                    f"{tuple(tokens.shape)}."
+                )
+            padding = ~attention_mask.to(device=tokens.device, dtype=torch.bool)  # True: hidden
         hidden = self.token_embedding(tokens) + self.position_embedding[: tokens.shape[1]]
-        hidden = self.norm(self.encoder(hidden))  # (B, N, D)
+        hidden = self.norm(self.encoder(hidden, src_key_padding_mask=padding))  # (B, N, D)
         return hidden @ self.token_embedding.weight.T  # (B, N, V), tied embeddings
 
 

@@ -128,6 +128,7 @@ class GaussianMixture:
 
     @property
     def dimension(self) -> int:
+        """D, the dimension of the samples."""
         return self.means.shape[1]
 
     def mean(self) -> torch.Tensor:
@@ -179,6 +180,7 @@ class LinearReward:
         self.direction = direction  # (d,)
 
     def __call__(self, samples: torch.Tensor, prompts: Sequence[Any] | None = None) -> torch.Tensor:
+        """r(x) = <direction, x> for each sample (B, D) -> (B,)."""
         samples = torch.as_tensor(samples)
         return samples @ self.direction.to(device=samples.device, dtype=samples.dtype)  # (B,)
 
@@ -264,10 +266,12 @@ class GaussianMixtureDiffusion(TensorRows):
 
     @property
     def dimension(self) -> int:
+        """D, the dimension of the samples."""
         return self.mixture.dimension
 
     @property
     def num_components(self) -> int:
+        """Components of the data mixture."""
         return self.mixture.weights.numel()
 
     def __repr__(self) -> str:
@@ -348,9 +352,27 @@ class GaussianMixtureDiffusion(TensorRows):
         """
         return self._draw_kernel(state, model_output, step, generator)[0]
 
+    def transition_log_prob(
+        self,
+        state: torch.Tensor,
+        model_output: torch.Tensor,
+        step: int,
+        next_state: torch.Tensor,
+    ) -> torch.Tensor:
+        """log p(x_s = next_state | x_t = state) of :meth:`move`, per row: (B,) float64.
+
+        The mixture sum_k p(k | x_t) N(x_s; m_k(x_t), v_k I) in closed form; ``model_output``
+        is the (B, C) log p(k | x_t) that ``predict`` returned (particle Gibbs with ancestor
+        sampling weighs candidate ancestors with it).
+        """
+        means, variances = self._reverse_kernel(state, step)
+        log_components = _component_log_likelihoods(next_state.double(), means, variances)
+        return torch.logsumexp(model_output.double() + log_components, dim=1).cpu()
+
     # -- guided proposals (fksteer.smc.protocol.GuidedStepModel) ---------------------------------
 
     def guidance_input(self, state: torch.Tensor) -> torch.Tensor:
+        """The tensor the guidance gradient is taken with respect to: the state itself."""
         return state
 
     def clean_from(
@@ -440,6 +462,7 @@ class GaussianMixtureDiffusion(TensorRows):
         return clean
 
     def final_sample(self, state: torch.Tensor) -> torch.Tensor:
+        """The final state, which is the sample."""
         return state
 
     def _check_step(self, step: int) -> None:

@@ -56,6 +56,7 @@ class TableDenoiser:
         self.rows = 0
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits of p(x_0 | x_t) per position, exact by enumerating the table."""
         if tokens.ndim != 2 or tokens.shape[1] != self.seq_len:
             raise ValueError(
                 f"tokens must have shape (B, {self.seq_len}), got {tuple(tokens.shape)}"

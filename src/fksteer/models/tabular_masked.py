@@ -254,11 +254,42 @@ class TabularMaskedDiffusion(TensorRows):
         unmask = masked & (uniforms.to(state.device) < unmask_probability)  # (B, L)
         return torch.where(unmask, model_output, state)
 
+    def transition_log_prob(
+        self,
+        state: torch.Tensor,
+        model_output: torch.Tensor,
+        step: int,
+        next_state: torch.Tensor,
+    ) -> torch.Tensor:
+        """log p(next_state | state, draw) of :meth:`move`, per row: (B,) float64.
+
+        Unmasked tokens stay (-inf if ``next_state`` changed one); each masked token is still
+        masked with probability 1 - u, else unmasked to the draw's token (``model_output``)
+        with probability u, u = (alpha_s - alpha_t) / (1 - alpha_t).
+        """
+        self._check_step(step)
+        alpha_t, alpha_s = self.alpha(self.times[step]), self.alpha(self.times[step + 1])
+        u = float((alpha_s - alpha_t) / (1 - alpha_t))
+        state, draw, after = state.cpu(), model_output.cpu(), next_state.cpu()
+        masked, stays = state == self.mask_id, after == self.mask_id  # (B, L)
+        def value(x: float) -> torch.Tensor:
+            return torch.tensor(x, dtype=torch.float64)
+
+        log_stay, log_unmask = value(math.log(1 - u) if u < 1 else -math.inf), value(math.log(u))
+        impossible = value(-math.inf)
+        per_token = torch.where(
+            masked,
+            torch.where(stays, log_stay, torch.where(after == draw, log_unmask, impossible)),
+            torch.where(after == state, value(0.0), impossible),
+        )  # (B, L) float64
+        return per_token.sum(dim=-1)
+
     def decode(self, clean: torch.Tensor, final: bool) -> torch.Tensor:
         """The reward reads token ids: ``clean`` (B, L) int64 unchanged."""
         return clean
 
     def final_sample(self, state: torch.Tensor) -> torch.Tensor:
+        """The final tokens, which are the sample."""
         return state
 
     def _check_step(self, step: int) -> None:

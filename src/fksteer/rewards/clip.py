@@ -16,10 +16,14 @@ cosine of the two unit embeddings, each on its own scale:
   equivalent ``CLIPModel`` (hpsv2's own package pins protobuf < 4 and old test tools, so it is
   not used).
 
-Images arrive as ``(B, C, H, W)`` in [0, 1] and are preprocessed on the reward's device in torch:
-bicubic resize of the short side (antialiased), centre crop, CLIP normalisation; this matches
-the PIL pipeline of the official processors to about 1e-2 per pixel. Weights come by hub id or
-local path (``rewards-hf`` extra); with no hub access, the error says what to download.
+Images arrive as ``(B, C, H, W)`` in [0, 1] and are preprocessed as each original does
+(:mod:`fksteer.rewards.preprocess`): CLIP score and PickScore as transformers'
+``CLIPImageProcessor`` (bicubic resize of the short side, centre crop), HPS v2.1 as its
+evaluation transform (long side resized, black padding to a square). ``preprocessing="fast"``
+(the default) does it in torch on the float images, ``"exact"`` on 8-bit images with PIL as the
+originals; a steering run scores its final samples with the exact path (``final_reward``).
+Weights come by hub id or local path (``rewards-hf`` extra); with no hub access, the error says
+what to download.
 """
 
 from __future__ import annotations
@@ -32,39 +36,19 @@ from typing import Any
 
 import torch
 
-from fksteer.rewards.base import RewardModel, as_image_batch, require
+from fksteer.rewards.base import as_image_batch, require
 from fksteer.rewards.cache import cached_model
 from fksteer.rewards.hub import dtype_kwargs, load_pretrained, resolve_file
+from fksteer.rewards.preprocess import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ImageRewardModel,
+    ImageTransform,
+)
 
-__all__ = ["CLIPEncoder", "CLIPScore", "HPSv2", "PickScore", "clip_preprocess"]
+__all__ = ["CLIPEncoder", "CLIPScore", "HPSv2", "PickScore"]
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIT_H_14 = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
-
-
-def clip_preprocess(
-    images: torch.Tensor,
-    size: int,
-    mean: Sequence[float] = OPENAI_CLIP_MEAN,
-    std: Sequence[float] = OPENAI_CLIP_STD,
-) -> torch.Tensor:
-    """CLIP's image transform in torch: ``(B, 3, H, W)`` in [0, 1] -> ``(B, 3, size, size)``.
-
-    Bicubic resize so the short side is ``size`` (antialiased, like PIL), centre crop, normalise.
-    """
-    height, width = images.shape[-2:]
-    scale = size / min(height, width)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-    if (new_h, new_w) != (height, width):
-        images = torch.nn.functional.interpolate(
-            images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
-        ).clamp(0.0, 1.0)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    images = images[..., top : top + size, left : left + size]
-    mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype)[:, None, None]
-    std_t = torch.tensor(std, device=images.device, dtype=images.dtype)[:, None, None]
-    return (images - mean_t) / std_t
 
 
 def _image_settings(source: str, config: Any) -> tuple[int, tuple, tuple]:
@@ -91,11 +75,8 @@ class CLIPEncoder:
         self.dtype = next(model.parameters()).dtype
         self.max_length = int(model.config.text_config.max_position_embeddings)
 
-    def images(self, images: torch.Tensor) -> torch.Tensor:
-        """Unit embeddings ``(B, D)`` of images ``(B, 3, H, W)`` in [0, 1]."""
-        pixels = clip_preprocess(
-            images.to(self.device, torch.float32), self.size, self.mean, self.std
-        )
+    def images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings ``(B, D)`` of preprocessed pixels ``(B, 3, size, size)``."""
         pooled = self.model.vision_model(pixel_values=pixels.to(self.dtype)).pooler_output
         features = self.model.visual_projection(pooled).float()  # (B, D)
         return torch.nn.functional.normalize(features, dim=-1)
@@ -114,6 +95,7 @@ class CLIPEncoder:
 
     @property
     def logit_scale(self) -> float:
+        """The model's learnt logit scale (its exponential)."""
         return float(self.model.logit_scale.exp())
 
 
@@ -142,7 +124,7 @@ def load_clip_encoder(
     return CLIPEncoder(_finish(model, device), tokenizer, size, mean, std)
 
 
-class _CLIPReward(RewardModel):
+class _CLIPReward(ImageRewardModel):
     default_model: str = ""
     default_tokenizer: str | None = None
 
@@ -152,10 +134,11 @@ class _CLIPReward(RewardModel):
         *,
         tokenizer: str | os.PathLike | None = None,
         dtype: torch.dtype | None = None,
+        preprocessing: str = "fast",
         batch_size: int | None = 32,
         device: str | torch.device | None = None,
     ):
-        super().__init__(batch_size=batch_size, device=device)
+        super().__init__(preprocessing=preprocessing, batch_size=batch_size, device=device)
         self.source = str(model or self.default_model)
         tok = tokenizer or self.default_tokenizer
         self.tokenizer_source = str(tok) if tok is not None else None
@@ -174,17 +157,24 @@ class _CLIPReward(RewardModel):
         )
         return cached_model(key, self._load_encoder)
 
+    def transform(self, encoder: CLIPEncoder) -> ImageTransform:
+        """The original's image transform: transformers' ``CLIPImageProcessor``."""
+        return ImageTransform.transformers_clip(encoder.size, encoder.mean, encoder.std)
+
     def cosines(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
         if prompts is None:
             raise ValueError(f"{self.name} scores images against their prompts: got no prompts.")
-        images = as_image_batch(samples, self.name)
         encoder: CLIPEncoder = self.model
-        image_features = encoder.images(images)  # (B, D)
+        images = as_image_batch(samples, self.name, size=encoder.size)
+        image_features = encoder.images(self.pixels(images, self.transform(encoder)))  # (B, D)
         text_features = encoder.texts([str(p) for p in prompts])  # (B, D)
         return (image_features * text_features).sum(dim=-1)  # (B,)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source!r}, device='{self.device}')"
+        return (
+            f"{type(self).__name__}({self.source!r}, device='{self.device}', "
+            f"preprocessing='{self.preprocessing}')"
+        )
 
 
 class CLIPScore(_CLIPReward):
@@ -205,6 +195,7 @@ class CLIPScore(_CLIPReward):
         self.scale, self.clamp = float(scale), clamp
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """``scale`` times the cosine of each image and its prompt (clamped at 0 when ``clamp``)."""
         cos = self.cosines(samples, prompts)
         return self.scale * (cos.clamp(min=0.0) if self.clamp else cos)
 
@@ -217,6 +208,7 @@ class PickScore(_CLIPReward):
     default_tokenizer = VIT_H_14
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """PickScore: the logit scale times the cosine of each image and its prompt."""
         return self.model.logit_scale * self.cosines(samples, prompts)
 
 
@@ -227,6 +219,11 @@ class HPSv2(_CLIPReward):
     repository ``xswu/HPSv2``; ``tokenizer`` (default the LAION ViT-H-14 repository) provides the
     CLIP BPE tokenizer. ``heads`` gives the attention heads of the (vision, text) towers, which a
     state dict does not record (ViT-H-14: 16 and 16).
+
+    Images are preprocessed as HPS's own evaluation (``hpsv2.score``) does: the long side resized
+    to 224 and the short side padded with black to a square (its ``ResizeMaxSize``), not cropped;
+    the resize is antialiased, as torchvision >= 0.17 resizes tensors (older torchvision did not
+    antialias tensors, so HPS's own scores of resized images depend on the installed version).
     """
 
     name = "hpsv2"
@@ -267,5 +264,10 @@ class HPSv2(_CLIPReward):
             _finish(model, self.device), tokenizer, size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
         )
 
+    def transform(self, encoder: CLIPEncoder) -> ImageTransform:
+        """HPS v2.1's evaluation transform: the long side resized, black padding to a square."""
+        return ImageTransform.hps_evaluation(encoder.size)
+
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """HPS v2.1: the cosine of each image and its prompt."""
         return self.cosines(samples, prompts)

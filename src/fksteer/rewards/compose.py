@@ -16,6 +16,7 @@ engine then discards that sample, as the component asked. A zero weight drops th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -95,6 +96,7 @@ class WeightedSum(RewardModel):
 
     @classmethod
     def of(cls, reward: Any, weight: float = 1.0) -> WeightedSum:
+        """A sum of one term: ``weight`` times ``reward``."""
         return cls([(reward, weight)])
 
     def __add__(self, other: Any) -> WeightedSum:
@@ -116,7 +118,22 @@ class WeightedSum(RewardModel):
 
     __rmul__ = __mul__
 
+    @property
+    def final_reward(self) -> WeightedSum:
+        """The same sum of the components' final rewards (itself when they are all final); built
+        once, so its ``last_components`` hold the final values after a run."""
+        if getattr(self, "_final", None) is None:
+            finals = [r.final_reward for r in self.rewards]
+            if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+                self._final = self
+            else:
+                terms = list(zip(finals, self.weights, strict=True))
+                self._final = WeightedSum(terms, offset=self.offset)
+                self._final.names = list(self.names)
+        return self._final
+
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The weighted sum of the terms' scores (terms of weight 0 are not called)."""
         active = [
             (n, r, w)
             for n, r, w in zip(self.names, self.rewards, self.weights, strict=True)
@@ -171,7 +188,21 @@ class Combination(RewardModel):
         self.names = [_component_name(r, used) for r in self.rewards]
         self.last_components: dict[str, torch.Tensor] = {}
 
+    @property
+    def final_reward(self) -> Combination:
+        """The same combination of the components' final rewards (itself when all are final);
+        built once, so its ``last_components`` hold the final values after a run."""
+        if getattr(self, "_final", None) is None:
+            finals = [r.final_reward for r in self.rewards]
+            if all(f is r for f, r in zip(finals, self.rewards, strict=True)):
+                self._final = self
+            else:
+                self._final = copy.copy(self)
+                self._final.rewards, self._final.last_components = finals, {}
+        return self._final
+
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The combination of the rewards' scores; each one is kept in ``last_components``."""
         values = _score_all(self.rewards, samples, prompts)  # (B, R)
         self.last_components = {n: values[:, i] for i, n in enumerate(self.names)}
         weights = torch.tensor(self.weights, dtype=torch.float64)

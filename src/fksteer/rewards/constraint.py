@@ -43,6 +43,7 @@ class Constraint(RewardModel):
         self.name = name or getattr(predicate, "__name__", "constraint")
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """0 where a sample satisfies the predicate, ``penalty`` (default -inf) where not."""
         prompts = list(prompts) if prompts is not None else [None] * len(samples)
         ok = [
             bool(self.predicate(sample, prompt))

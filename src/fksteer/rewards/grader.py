@@ -288,6 +288,7 @@ class ChatGrader(RewardModel):
 
     # -- the reward ------------------------------------------------------------------------
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The grader's score of each sample (cached by sample hash)."""
         parts = self._sample_parts(samples)
         prompt_list = list(prompts) if prompts is not None else [None] * len(parts)
         keys = [self._key(p, part) for p, part in zip(prompt_list, parts, strict=True)]

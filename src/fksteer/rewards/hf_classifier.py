@@ -74,6 +74,7 @@ class SequenceClassifierReward(RewardModel):
         self._label_index: int | None = None
 
     def load(self) -> Any:
+        """The tokenizer and sequence classifier (cached by source, device and dtype)."""
         key = ("sequence-classifier", self.source, str(self.device), str(self.dtype))
         return cached_model(key, lambda: _load_classifier(self.source, self.device, self.dtype))
 
@@ -106,6 +107,7 @@ class SequenceClassifierReward(RewardModel):
         return self._label_index
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """log p(label | text) of each text under the classifier."""
         texts = as_texts(samples, "the hf-classifier reward")
         if not texts:
             return torch.zeros(0, dtype=torch.float64)

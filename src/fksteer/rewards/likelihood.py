@@ -101,6 +101,7 @@ class LMLikelihood(RewardModel):
         self.dtype = dtype
 
     def load(self) -> Any:
+        """The tokenizer and causal LM (cached by source, device and dtype)."""
         key = ("causal-lm", self.source, self.gguf_file, str(self.device), str(self.dtype))
         return cached_model(
             key, lambda: _load_causal_lm(self.source, self.gguf_file, self.device, self.dtype)
@@ -124,6 +125,7 @@ class LMLikelihood(RewardModel):
         return rows, starts
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The mean log-likelihood per token of each text (nats), after its prompt if asked."""
         texts = as_texts(samples, "the lm-likelihood reward")
         if self.condition_on_prompt and prompts is None:
             raise ValueError(

@@ -37,9 +37,11 @@ class ProfanityWords(RewardModel):
         super().__init__(batch_size=batch_size, device="cpu")
 
     def load(self) -> Any:
+        """better-profanity's word-list filter."""
         return cached_model(("better_profanity",), _load_filter)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """1 for a text holding a listed word, else 0."""
         texts = as_texts(samples, "the profanity-words reward")
         flags = [float(self.model.contains_profanity(text)) for text in texts]
         return torch.tensor(flags, dtype=torch.float64)

@@ -9,7 +9,8 @@
 
 A name maps to a constructor, kept as a ``module:attribute`` string and imported only when that
 reward is loaded (so one missing optional package never breaks the others), and called with the
-keyword arguments. For a ``package.module:attribute`` spec, the attribute is instantiated with the
+keyword arguments. For a ``package.module:attribute`` spec (the module found on ``sys.path`` or
+in the working directory), the attribute is instantiated with the
 keyword arguments when it is a class, called with them when they are given (a factory), and used
 as the reward itself otherwise. Plain callables are wrapped in
 :class:`fksteer.rewards.base.FunctionReward`, so every loaded reward chunks, runs under no_grad and
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fksteer.rewards.base import FunctionReward, RewardModel
 
-__all__ = ["as_reward", "available_rewards", "load_reward", "register_reward"]
+__all__ = ["as_reward", "available_rewards", "load_reward", "register_reward", "reward_modality"]
 
 _REGISTRY: dict[str, str | Any] = {
     "toxicity": "fksteer.rewards.toxicity:Toxicity",
@@ -43,6 +46,20 @@ _REGISTRY: dict[str, str | Any] = {
     "image-reward": "fksteer.rewards.image_reward:ImageReward",
     "llm-grader": "fksteer.rewards.grader:ChatGrader",
 }
+
+#: What each catalogue reward scores: "text" (a list of str) or "image" (a (B, C, H, W) batch).
+_MODALITIES = {
+    **dict.fromkeys(("toxicity", "profanity-words", "sentiment", "lm-likelihood",
+                     "smollm2-likelihood", "similarity", "hf-classifier", "llm-grader"), "text"),
+    **dict.fromkeys(("classifier", "clip-score", "pickscore", "hpsv2", "aesthetic",
+                     "image-reward"), "image"),
+}
+
+
+def reward_modality(spec: Any) -> str | None:
+    """``"text"`` or ``"image"`` for a catalogue name (known without importing anything), None
+    for anything else (a spec, a registered callable, a mapping)."""
+    return _MODALITIES.get(spec) if isinstance(spec, str) else None
 
 
 def register_reward(name: str, target: str | Any, *, overwrite: bool = False) -> None:
@@ -75,12 +92,7 @@ def _import_spec(spec: str) -> Any:
             f"reward spec {spec!r} is not 'package.module:function'. Registered names: "
             f"{', '.join(available_rewards())}."
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ImportError(
-            f"cannot import {module_name!r} for the reward {spec!r}: {error}"
-        ) from error
+    module = _import_module(module_name, spec)
     target: Any = module
     for part in attribute.split("."):
         try:
@@ -90,6 +102,27 @@ def _import_spec(spec: str) -> Any:
                 f"reward spec {spec!r}: module {module_name!r} has no attribute {attribute!r}."
             ) from error
     return target
+
+
+def _import_module(module_name: str, spec: str) -> Any:
+    """Import ``module_name``; a module or package in the working directory is found too (as
+    ``python -m`` would), so ``mymod:fn`` works beside ``mymod.py`` without PYTHONPATH."""
+    top = module_name.split(".")[0]
+    here = Path.cwd()
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        beside = (here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file()
+        if error.name != top or not beside or str(here) in sys.path:
+            where = (f"it is neither in the working directory ({here}: no {top}.py) nor on "
+                     "PYTHONPATH" if error.name == top else str(error))
+            raise ImportError(f"cannot import {module_name!r} for the reward {spec!r}: "
+                              f"{where}.") from error
+    except Exception as error:  # the module's own code failed: quote it for its author
+        raise ImportError(f"importing {module_name!r} for the reward {spec!r} raised "
+                          f"{type(error).__name__}: {error}") from error
+    sys.path.insert(0, str(here))
+    return _import_module(module_name, spec)
 
 
 def _build(target: Any, kwargs: dict[str, Any], *, constructor: bool) -> Any:

@@ -52,9 +52,11 @@ class Sentiment(RewardModel):
         self.target, self.output = target, output
 
     def load(self) -> Any:
+        """VADER's sentiment analyser."""
         return cached_model(("vader",), _load_analyzer)
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """VADER's ``output`` score (the compound score by default) of each text."""
         texts = as_texts(samples, "the sentiment reward")
         values = [self.model.polarity_scores(text)[self.output] for text in texts]
         out = torch.tensor(values, dtype=torch.float64)

@@ -77,6 +77,7 @@ class TextSimilarity(RewardModel):
         self._target_embeddings: torch.Tensor | None = None
 
     def load(self) -> Any:
+        """The sentence encoder (cached by source and device)."""
         source = self.source or str(minilm_path())
         return cached_model(
             ("sentence-encoder", source, str(self.device)),
@@ -94,6 +95,7 @@ class TextSimilarity(RewardModel):
         )
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """The cosine of each text's embedding and its target's (or its prompt's)."""
         texts = as_texts(samples, "the similarity reward")
         if not texts:
             return torch.zeros(0, dtype=torch.float64)

@@ -50,12 +50,14 @@ class Toxicity(RewardModel):
         self.label, self.output = label, output
 
     def load(self) -> Any:
+        """alt-profanity-check's trained model."""
         return cached_model(
             ("profanity_check",),
             lambda: require("profanity_check", "rewards-text", what="the toxicity reward"),
         )
 
     def score(self, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+        """P(toxic) of each text."""
         texts = as_texts(samples, "the toxicity reward")
         if not texts:
             return torch.zeros(0, dtype=torch.float64)

@@ -16,7 +16,11 @@ Modules, from the bottom up:
   counts, time attribution), ``particles`` (the Feynman-Kac bookkeeping, driven step by step),
   ``guidance`` (reward-gradient proposals and their exact weights), ``result`` (SteeringResult,
   StepTrace);
-- ``engine`` (``steer``, the driver for any StepModel).
+- ``engine`` (``steer``, the driver for any StepModel), ``search`` (SVDD, CoDe and beam search
+  over M candidates per particle, driven through the same model calls).
+- ``chains`` (Markov-chain diagnostics: autocorrelation, effective sample size, split R-hat),
+  ``gibbs_result`` (GibbsResult), ``particle_gibbs`` (``gibbs``: particle Gibbs, sweeps of
+  conditional SMC built on ``engine``, under a sweep count or a compute ``Budget``).
 
 The names below load on first use, so that ``import fksteer.smc`` does not import torch.
 """
@@ -33,8 +37,13 @@ _EXPORTS = {
     "POTENTIALS": "potentials",
     "RESAMPLING_RULES": "rules",
     "METHODS": "config",
+    "SEARCH_METHODS": "config",
+    "SearchConfig": "config",
     "RESAMPLING_SCHEMES": "resampling",
     "steer": "engine",
+    "gibbs": "particle_gibbs",
+    "Budget": "particle_gibbs",
+    "GibbsResult": "gibbs_result",
     "ParticleSystem": "particles",
     "engine_generator": "particles",
     "AllParticlesDeadError": "particles",
@@ -52,8 +61,16 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
-    from fksteer.smc.config import METHODS, FKConfig, LinearRamp  # noqa: F401
+    from fksteer.smc.config import (  # noqa: F401
+        METHODS,
+        SEARCH_METHODS,
+        FKConfig,
+        LinearRamp,
+        SearchConfig,
+    )
     from fksteer.smc.engine import steer  # noqa: F401
+    from fksteer.smc.gibbs_result import GibbsResult  # noqa: F401
+    from fksteer.smc.particle_gibbs import Budget, gibbs  # noqa: F401
     from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator  # noqa: F401
     from fksteer.smc.potentials import POTENTIALS  # noqa: F401
     from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel  # noqa: F401

@@ -28,18 +28,80 @@ TILTS = (AdaptiveTilt, LargestTilt, GroupSchedule)
 
 __all__ = [
     "FKConfig",
+    "SearchConfig",
     "LinearRamp",
     "AdaptiveTilt",
     "LargestTilt",
     "GroupSchedule",
     "POTENTIALS",
     "METHODS",
+    "SEARCH_METHODS",
     "lambda_at",
     "guidance_at",
 ]
 
+#: Searches over candidate next states (:mod:`fksteer.smc.search`), configured by SearchConfig.
+SEARCH_METHODS = ("svdd", "code", "beam")
+
 #: What `steer` can run through the same code path: FK steering and its baselines.
-METHODS = ("fk", "base", "best_of_n", "importance")
+METHODS = ("fk", "base", "best_of_n", "importance", *SEARCH_METHODS)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A search baseline over M candidates per particle (:mod:`fksteer.smc.search`).
+
+    ``steer(model, reward, FKConfig(num_particles=K), method=SearchConfig("svdd", candidates=M))``
+    keeps K particles per prompt, each with M candidate next states (K * M rows of the model).
+
+    Attributes:
+        method: ``"svdd"`` (SVDD-PM, Li et al. 2024: each particle keeps one of its M candidates
+            drawn by softmax(value / temperature)), ``"code"`` (CoDe, Singh et al. 2025: each
+            particle keeps the best of its M candidates every ``block`` steps) or ``"beam"``
+            (beam search over the denoising steps: each group keeps the top K of its K * M
+            candidates). A candidate's value is the reward of its clean-sample prediction; at
+            the end, the reward of the final sample.
+        candidates: M >= 1, candidates per particle (1: nothing to choose, base sampling).
+        temperature: SVDD's softmax temperature, >= 0; 0 keeps the best candidate (the limit
+            the SVDD paper uses in practice). Only ``"svdd"`` draws; the others must keep 0.
+        block: choose every ``block`` steps (1: at every step); the final samples are always
+            chosen. CoDe with one block over all steps is best-of-M per particle.
+    """
+
+    method: str = "svdd"
+    candidates: int = 4
+    temperature: float = 0.0
+    block: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in SEARCH_METHODS:
+            raise ValueError(f"SearchConfig.method={self.method!r} is invalid: choose one of "
+                             f"{', '.join(SEARCH_METHODS)}.")
+        for name in ("candidates", "block"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SearchConfig.{name}={value!r} is invalid: pass an int >= 1.")
+        value = self.temperature
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value >= 0
+        ):
+            raise ValueError(f"SearchConfig.temperature={value!r} is invalid: pass a finite "
+                             "float >= 0 (0 keeps the best candidate).")
+        if value != 0 and self.method != "svdd":
+            raise ValueError(f"SearchConfig.temperature={value!r} is invalid for method "
+                             f"{self.method!r}, which keeps the best candidates: pass 0, or use "
+                             "method='svdd'.")
+
+    def choosing_steps(self, num_steps: int) -> list[int]:
+        """The steps (1 .. num_steps-1) at which candidates are chosen, before the final one.
+
+        Step 0's rows are K * M independent draws from the prior, so the first choice falls at
+        step ``block``, among candidates that descend from the initial states."""
+        return list(range(self.block, num_steps, self.block))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the search's options."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -63,6 +125,7 @@ class LinearRamp:
                 )
 
     def __call__(self, step: int, num_steps: int) -> float:
+        """lambda at ``step`` of ``num_steps`` (``num_steps``: the final potential)."""
         return float(self.start + (self.end - self.start) * step / num_steps)
 
 
@@ -92,6 +155,11 @@ def _schedule_at(schedule: float | LinearRamp, step: int, num_steps: int, name: 
     if not math.isfinite(value):
         raise ValueError(f"the {name} schedule {schedule!r} gave {value} at step {step}")
     return value
+
+
+def _registered(name: Any, registry: dict[str, Any]) -> bool:
+    """Whether ``name`` is a key of ``registry`` (a list or a dict is not: no TypeError)."""
+    return isinstance(name, str) and name in registry
 
 
 def _fail(field: str, value: Any, fix: str) -> None:
@@ -159,7 +227,7 @@ class FKConfig:
             _fail("num_particles", self.num_particles, "pass a positive int, e.g. 8.")
         if self.num_particles < 1:
             _fail("num_particles", self.num_particles, "pass a positive int, e.g. 8.")
-        if self.potential not in POTENTIALS:
+        if not _registered(self.potential, POTENTIALS):
             _fail("potential", self.potential, f"choose one of {', '.join(POTENTIALS)}.")
         if isinstance(self.lmbda, bool):
             _fail("lmbda", self.lmbda, "pass a finite float or a schedule such as LinearRamp.")
@@ -184,7 +252,7 @@ class FKConfig:
             _fail("guidance", self.guidance, "pass a float >= 0 or a schedule such as LinearRamp.")
 
     def _check_resampling(self) -> None:
-        if self.resampling not in RESAMPLING_SCHEMES:
+        if not _registered(self.resampling, RESAMPLING_SCHEMES):
             _fail("resampling", self.resampling, f"choose one of {', '.join(RESAMPLING_SCHEMES)}.")
         if self.ess_threshold is not None:
             if isinstance(self.ess_threshold, bool) or not isinstance(
@@ -198,7 +266,8 @@ class FKConfig:
                     "pass a float in (0, 1] (e.g. 0.5) for adaptive resampling, or None to "
                     "resample at every scoring step.",
                 )
-        if self.resampling_rule is not None and self.resampling_rule not in RESAMPLING_RULES:
+        if self.resampling_rule is not None and not _registered(self.resampling_rule,
+                                                                  RESAMPLING_RULES):
             _fail(
                 "resampling_rule",
                 self.resampling_rule,

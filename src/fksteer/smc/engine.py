@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from fksteer.smc.config import FKConfig
+from fksteer.smc.config import SEARCH_METHODS, FKConfig, SearchConfig
 from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
 from fksteer.smc.plan import StepTimes, require_guided_model
@@ -27,7 +27,7 @@ from fksteer.smc.protocol import Reward, StepModel
 from fksteer.smc.result import SteeringResult
 from fksteer.smc.rows import has_particle_rows, permute_particles
 
-__all__ = ["steer", "AllParticlesDeadError", "engine_generator"]
+__all__ = ["steer", "run_system", "SweepHooks", "AllParticlesDeadError", "engine_generator"]
 
 
 def steer(
@@ -37,7 +37,7 @@ def steer(
     *,
     prompts: Sequence[Any] | str | None = None,
     generator: torch.Generator | None = None,
-    method: str = "fk",
+    method: str | SearchConfig = "fk",
     guidance_batch_size: int | None = None,
 ) -> SteeringResult:
     """Sample from p(x_0) exp(lambda r(x_0)) / Z with K particles per prompt.
@@ -58,7 +58,10 @@ def steer(
             reward) and ``"importance"`` (weights exp(lambda r(x_0))). Their ``log_evidence`` is
             the importance estimate log_mean_exp(lambda r(x_0)). With ``config.guidance`` > 0
             the baselines use the guided proposal too: ``"importance"`` carries its density
-            ratio (exact), ``"base"`` does not (plain guided sampling, biased).
+            ratio (exact), ``"base"`` does not (plain guided sampling, biased). The searches
+            ``"svdd"``, ``"code"`` and ``"beam"`` (default options), or a
+            :class:`~fksteer.smc.config.SearchConfig`, keep the best of M candidates per
+            particle instead of weighting (:mod:`fksteer.smc.search`).
         guidance_batch_size: particles per backward pass of the guidance gradient (default:
             the reward's ``batch_size``, else all).
 
@@ -79,6 +82,15 @@ def steer(
             f"model {type(model).__name__} cannot reorder its particles: implement "
             "particle_rows and with_particle_rows (fksteer.smc.rows.ParticleRows), or permute."
         )
+    if isinstance(method, str) and method in SEARCH_METHODS:
+        method = SearchConfig(method)
+    if isinstance(method, SearchConfig):
+        from fksteer.smc.search import search
+
+        if generator is None:
+            generator = torch.Generator()
+            generator.seed()
+        return search(model, reward, config, method, prompts=prompts, generator=generator)
     system = ParticleSystem(  # validates the arguments
         reward,
         config,
@@ -89,14 +101,43 @@ def steer(
         num_predictions=getattr(model, "num_predictions", 1),
     )
     require_guided_model(model, config)
+    return run_system(model, system, guidance_batch_size)
+
+
+class SweepHooks(Protocol):
+    """What a driver built on :func:`run_system` may rewrite (conditional SMC restores its
+    reference path through them): each step's predicted particles, and the final samples."""
+
+    def after_predict(
+        self, state: Any, output: Any, prediction: Any, step: int
+    ) -> tuple[Any, Any, Any]:
+        """The state, model output and clean prediction of ``step`` the run continues with."""
+        ...
+
+    def final_sample(self, sample: Any) -> Any:
+        """The final samples (flat, G*K) the run decodes and scores."""
+        ...
+
+
+def run_system(
+    model: StepModel,
+    system: ParticleSystem,
+    guidance_batch_size: int | None = None,
+    hooks: SweepHooks | None = None,
+) -> SteeringResult:
+    """The sampling loop of :func:`steer` on a built particle system, once; ``hooks`` (see
+    :class:`SweepHooks`) are called after every ``predict`` and on the final samples."""
     generator = system.generator
     with torch.no_grad():
         state = model.init(system.group_prompts, system.num_particles, generator)
         for step in range(system.num_steps):
-            state = _step(model, system, state, step, guidance_batch_size)
+            state = _step(model, system, state, step, guidance_batch_size, hooks)
         times = StepTimes()
         start = time.perf_counter()
-        decoded = model.decode(model.final_sample(state), final=True)
+        sample = model.final_sample(state)
+        if hooks is not None:
+            sample = hooks.final_sample(sample)
+        decoded = model.decode(sample, final=True)
         times.add("decode", start)
         return system.finish(decoded, times=times)
 
@@ -107,11 +148,14 @@ def _step(
     state: Any,
     step: int,
     guidance_batch_size: int | None,
+    hooks: SweepHooks | None = None,
 ) -> Any:
     """One step of the chain: predict, score and resample where due, move; recorded."""
     generator, times = system.generator, StepTimes()
     start = time.perf_counter()
     output, prediction = model.predict(state, step, generator)
+    if hooks is not None:
+        state, output, prediction = hooks.after_predict(state, output, prediction, step)
     start = times.add("model", start, sync_on=prediction)
     if system.is_scoring_step(step):
         decoded = model.decode(prediction, final=False)

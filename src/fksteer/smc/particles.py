@@ -31,10 +31,9 @@ Bookkeeping, all in float64 log space on the CPU, per group, vectorised over (G,
 - the final step adds the final potential and log_mean_exp of the final log-weights to the
   log-evidence, which makes exp(log_evidence) an unbiased estimate of Z.
 
-Per step only what the next step needs is computed (the log-weights, the potential's state, the
-ancestors); each step's record keeps its log-weights before resampling, rewards and ancestors,
-and :meth:`finish` computes every step's log-evidence increment, ESS and reward summaries in a
-few batched reductions over all steps (:func:`~fksteer.smc.result.build_trace`).
+Per step only what the next step needs is computed (log-weights, potential state, ancestors);
+:meth:`finish` computes each step's log-evidence increment, ESS and reward summaries from the
+step records in a few batched reductions (:func:`~fksteer.smc.result.build_trace`).
 
 A NaN or -inf reward at any step kills the particle (log-weight -inf, never resampled). At an
 intermediate step this restricts the target to paths whose predictions had finite rewards.
@@ -47,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -55,8 +54,8 @@ import torch
 from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
-from fksteer.smc.protocol import Reward, call_reward
-from fksteer.smc.resampling import get_scheme, survivors_in_place
+from fksteer.smc.protocol import Reward, call_reward, final_reward
+from fksteer.smc.resampling import ResamplingScheme, get_scheme, survivors_in_place
 from fksteer.smc.result import SteeringResult, build_trace
 from fksteer.smc.rules import always, get_rule
 from fksteer.smc.tempering import Tilts
@@ -104,6 +103,9 @@ class ParticleSystem:
         stable_slots: rearrange each resampling's ancestors so that every surviving particle
             keeps its slot (:func:`~fksteer.smc.resampling.survivors_in_place`; same law), for
             drivers that pay for every particle that changes place.
+        scheme, reference_ancestor: for conditional SMC (:mod:`fksteer.smc.particle_gibbs`): a
+            scheme ``(weights, num_samples, generator)`` in place of ``config.resampling``, and
+            ``(log_weights, potential_state) -> (G,)``, slot 0's ancestor where groups resample.
     """
 
     def __init__(
@@ -117,6 +119,8 @@ class ParticleSystem:
         method: str = "fk",
         num_predictions: int = 1,
         stable_slots: bool = False,
+        scheme: ResamplingScheme | None = None,
+        reference_ancestor: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
     ) -> None:
         if not isinstance(config, FKConfig):
             raise ValueError(f"config must be an FKConfig, got {type(config).__name__}.")
@@ -131,11 +135,14 @@ class ParticleSystem:
             generator = torch.Generator()
             generator.seed()
         self.reward = reward
+        #: the reward of the final samples (``reward.final_reward`` where declared)
+        self.final_reward = final_reward(reward)
         self.config = config
         self.method = method
         self.num_steps = num_steps
         self.num_predictions = num_predictions
         self.stable_slots = stable_slots
+        self.reference_ancestor = reference_ancestor
         self.num_groups = len(self.group_prompts)
         self.num_particles = config.num_particles
         self.plan = StepPlan(config, num_steps, method, self.num_groups * self.num_particles)
@@ -150,7 +157,7 @@ class ParticleSystem:
         self.engine_generator = engine_generator(generator)
         self.potential = get_potential(config.potential)
         self.rule = get_rule(config.rule)
-        self.scheme = get_scheme(config.resampling)  # the config validated the name
+        self.scheme = get_scheme(config.resampling) if scheme is None else scheme
         self.tilts = Tilts(config.lmbda, num_steps, self.num_groups)
         #: a constant lambda as one (G, 1) tensor, made once (None: the tilt varies)
         self._fixed_tilt = None
@@ -265,6 +272,7 @@ class ParticleSystem:
         record["engine_seconds"] += times.permute
         record["model_seconds"] = times.model
         self.nfe += self.plan.num_particles if evaluations is None else evaluations
+        record["decode_seconds"] = times.decode
         self.records.append(record)
 
     @torch.no_grad()
@@ -273,9 +281,10 @@ class ParticleSystem:
     ) -> SteeringResult:
         """Apply the final potential to the decoded final samples and return the result.
 
-        ``decoded`` is the flat batch (G*K items) the reward reads; it also becomes the result's
-        ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K floats), when given, are used
-        instead of calling the reward. ``times`` adds the driver's decode (and reward) time.
+        ``decoded`` is the flat batch (G*K items) the final reward (:attr:`final_reward`) reads;
+        it also becomes the result's ``samples`` (reshaped to (G, K, ...)). ``rewards`` (G*K
+        floats of the final reward), when given, are used instead of calling it. ``times`` adds
+        the driver's decode (and reward) time.
         """
         if self._finished:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
@@ -283,7 +292,7 @@ class ParticleSystem:
         self._finished = True
         self.log_evidence = self.log_evidence + self._resampling_evidence()
         start = time.perf_counter()
-        rewards = self._rewards(decoded, rewards)
+        rewards = self._rewards(decoded, rewards, reward=self.final_reward)
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
@@ -305,6 +314,7 @@ class ParticleSystem:
             model_seconds=0.0,
             reward_seconds=reward_seconds + times.decode + times.reward,
             engine_seconds=time.perf_counter() - start,
+            decode_seconds=times.decode,
         )
         self.records.append(record)
         return self._result(decoded, rewards)
@@ -400,6 +410,7 @@ class ParticleSystem:
         # Each resampled group's evidence grows by the mean of its unnormalised weights: the
         # record keeps them, and :meth:`_resampling_evidence` adds them up at the end.
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
+        log_weights = self.log_weights  # before the reset: ancestor sampling reads them
         if resampled is None:
             ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
             self.log_weights = torch.zeros_like(self.log_weights)
@@ -409,6 +420,9 @@ class ParticleSystem:
                 probabilities[resampled], K, self.engine_generator
             )
             self.log_weights = torch.where(resampled[:, None], 0.0, self.log_weights)
+        if self.reference_ancestor is not None:  # slot 0 (the reference), where resampled
+            chosen = self.reference_ancestor(log_weights, self.potential_state)  # (G,)
+            ancestors[:, 0] = chosen if resampled is None else chosen.where(resampled, 0)
         if self.stable_slots:
             ancestors = survivors_in_place(ancestors)
         self.potential_state = {
@@ -514,10 +528,14 @@ class ParticleSystem:
     # -- helpers --------------------------------------------------------------------------
 
     def _rewards(
-        self, decoded: Any, rewards: torch.Tensor | None, per_particle: int = 1
+        self,
+        decoded: Any,
+        rewards: torch.Tensor | None,
+        per_particle: int = 1,
+        reward: Reward | None = None,
     ) -> torch.Tensor:
-        """The rewards of a step, float64 (G, K) or (G, K, M): the reward's on ``decoded``, or
-        the ones the driver computed.
+        """The rewards of a step, float64 (G, K) or (G, K, M): ``reward``'s (default the run's
+        reward) on ``decoded``, or the ones the driver computed.
 
         ``decoded`` holds G*K*M samples for M = ``per_particle`` predictions per particle, laid
         out particle-major (the M predictions of particle p are rows p*M .. p*M + M - 1).
@@ -535,7 +553,7 @@ class ParticleSystem:
                     f"{per_particle} prediction(s) each)."
                 )
             prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
-            rewards = call_reward(self.reward, decoded, prompts)
+            rewards = call_reward(self.reward if reward is None else reward, decoded, prompts)
         else:  # the trace keeps them: a copy, so that the driver may reuse its tensor
             rewards = torch.as_tensor(rewards).detach().to("cpu", torch.float64, copy=True)
         if rewards.numel() != total:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fksteer.smc.config import METHODS, FKConfig, guidance_at
+from fksteer.smc.config import METHODS, SEARCH_METHODS, FKConfig, guidance_at
 
 __all__ = ["StepPlan", "StepTimes", "group_prompts", "check_method", "require_guided_model"]
 
@@ -79,6 +79,12 @@ class StepPlan:
 
     def __post_init__(self) -> None:
         check_method(self.method)
+        if self.method in SEARCH_METHODS:
+            raise ValueError(
+                f"method={self.method!r} is a search over candidates, run by fksteer.steer "
+                "(fksteer.smc.search) on a StepModel in one process; this driver weighs one "
+                "particle system: use fk or a baseline (base, best_of_n, importance)."
+            )
         steps = self.config.scoring_steps(self.num_steps) if self.method == "fk" else ()
         object.__setattr__(self, "scoring_steps", frozenset(steps))
 

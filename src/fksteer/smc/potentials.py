@@ -149,6 +149,7 @@ class Difference(Potential):
     carried = {"previous_tilt": 0.0}  # lambda_prev * r_prev
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i r_i - lambda_prev r_prev."""
         tilt = lmbda * rewards
         return tilt - state["previous_tilt"], {"previous_tilt": tilt}
 
@@ -161,6 +162,7 @@ class Max(Potential):
     carried = {"running_max": -math.inf}
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i max_{j<=i} r_j."""
         running = state["running_max"].maximum(rewards)
         return lmbda * running, {"running_max": running}
 
@@ -174,6 +176,7 @@ class Sum(Potential):
     carried = {"running_sum": 0.0}
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i sum_{j<=i} r_j."""
         running = state["running_sum"] + rewards
         return lmbda * running, {"running_sum": running}
 
@@ -185,4 +188,5 @@ class Immediate(Potential):
     name = "immediate"
 
     def log_potential(self, state, rewards, lmbda):
+        """lambda_i r_i."""
         return lmbda * rewards, {}

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward"]
+__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward", "final_reward"]
 
 
 @runtime_checkable
@@ -142,10 +142,22 @@ class Reward(Protocol):
     ``reward(samples, prompts)`` gets B samples (a tensor with leading dim B, or a list of B
     items) and ``prompts``, a list of B prompts or None, and returns B floats (tensor, array or
     list). A reward may declare ``batch_size`` (an int attribute): the engine then calls it on
-    chunks of at most that many samples.
+    chunks of at most that many samples. It may also declare ``final_reward`` (another reward):
+    the engine then scores the final samples with that one, and the intermediate predictions
+    with this one (e.g. an image reward's fast preprocessing at intermediate steps and the
+    original package's exact one at the end). The target is p(x_0) exp(lambda r(x_0)) with r
+    the final reward, whatever the intermediate one is: the final potential divides out the
+    intermediate potentials actually applied.
     """
 
-    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any: ...
+    def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
+        """B rewards for B samples (``prompts``: one per sample, or None)."""
+
+
+def final_reward(reward: Reward) -> Reward:
+    """The reward of the final samples: ``reward.final_reward`` if declared, else ``reward``."""
+    final = getattr(reward, "final_reward", None)
+    return reward if final is None else final
 
 
 def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:

@@ -12,6 +12,12 @@ What is in it:
 - :data:`RESAMPLING_SCHEMES`: the registry, name -> scheme; :func:`get_scheme` looks a name up.
 - :func:`resample`: the public entry point; validates its input once, then calls a scheme given
   by name or as a callable of the signature above.
+- :func:`conditional_multinomial`, :func:`conditional_systematic` and
+  :data:`CONDITIONAL_SCHEMES` (:func:`get_conditional_scheme`): the same signature, for
+  conditional SMC (particle Gibbs): particle 0 is the reference and is its own ancestor, the
+  other ancestors are drawn from the scheme's law given that (Andrieu, Doucet & Holenstein
+  2010; Chopin & Singh 2015). Other schemes have no conditional version here and are refused
+  by name.
 
 The registry's names load without torch (the command line lists them in its help before any
 model is loaded); the functions import it when called.
@@ -47,7 +53,11 @@ if TYPE_CHECKING:  # torch is imported inside the functions: the names load with
 
 
 __all__ = [
+    "CONDITIONAL_SCHEMES",
     "RESAMPLING_SCHEMES",
+    "conditional_multinomial",
+    "conditional_systematic",
+    "get_conditional_scheme",
     "ResamplingScheme",
     "get_scheme",
     "survivors_in_place",
@@ -433,6 +443,77 @@ def resample(
             f"{expected_shape}, got {got}."
         )
     return ancestors
+
+
+# --------------------------------------------------------------------------------------------
+# Conditional schemes: particle 0 is the reference and keeps itself as its ancestor
+# --------------------------------------------------------------------------------------------
+
+
+def conditional_multinomial(
+    weights: torch.Tensor, num_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Multinomial resampling given that slot 0 descends from particle 0 (the reference).
+
+    Under multinomial resampling the ancestors are iid, so conditioning slot 0 on ancestor 0
+    leaves the others iid from ``weights`` (Andrieu, Doucet & Holenstein 2010, sec. 4.3).
+    ``weights`` (..., N) -> int64 ancestors (..., num_samples) with ``ancestors[..., 0] == 0``.
+    """
+    ancestors = multinomial(weights, num_samples, generator)  # (..., M)
+    ancestors[..., 0] = 0
+    return ancestors
+
+
+def conditional_systematic(
+    weights: torch.Tensor, num_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Systematic resampling, randomly permuted, given that slot 0 descends from particle 0.
+
+    Chopin & Singh (2015, "On particle Gibbs sampling", sec. 3): the unconditional scheme is
+    systematic resampling (grid points (n + U) / M, n = 0 .. M-1) followed by a uniform random
+    permutation of the slots, which makes the slots exchangeable as conditional SMC needs. Given
+    that slot 0's ancestor is 0, U has density proportional to particle 0's offspring count
+    O_0(U), and slot 0 holds a uniformly chosen one of those offspring. Both at once: draw
+    v ~ Uniform(0, M w_0) (the grid coordinate n + U of a point landing in particle 0's
+    interval [0, w_0)), set U = frac(v) and give slot 0 the grid point floor(v); the other
+    M - 1 grid points go to slots 1 .. M-1 in a uniformly random order.
+    ``weights`` (..., N) -> int64 ancestors (..., num_samples) with ``ancestors[..., 0] == 0``.
+    """
+    import torch
+
+    weights64 = weights.detach().to(torch.float64)  # (..., N)
+    batch_shape, device = weights.shape[:-1], weights.device
+    share = weights64[..., :1] / weights64.sum(dim=-1, keepdim=True)  # (..., 1) w_0
+    v = _uniforms((*batch_shape, 1), generator, device) * num_samples * share  # (..., 1)
+    point = v.floor().clamp_(max=num_samples - 1)  # (..., 1) the reference's grid point
+    offsets = torch.arange(num_samples, dtype=torch.float64, device=device)  # (M,)
+    grid = _inverse_cdf(weights64, (offsets + (v - point)) / num_samples)  # (..., M) sorted
+    # slots 1 .. M-1 take the other grid points in a uniformly random order
+    keys = _uniforms((*batch_shape, num_samples), generator, device)  # (..., M)
+    keys = keys.scatter(-1, point.long(), -1.0)  # the reference's point sorts first
+    order = torch.argsort(keys, dim=-1)  # (..., M): order[..., 0] is the reference's point
+    ancestors = torch.gather(grid, -1, order)
+    ancestors[..., 0] = 0  # already 0 in exact arithmetic (v lies in [0, M w_0))
+    return ancestors
+
+
+#: name -> conditional version of the scheme of that name (slot 0 keeps ancestor 0).
+CONDITIONAL_SCHEMES: dict[str, ResamplingScheme] = {
+    "multinomial": conditional_multinomial,
+    "systematic": conditional_systematic,
+}
+
+
+def get_conditional_scheme(name: str) -> ResamplingScheme:
+    """The conditional version of the scheme ``name``; a ValueError for schemes that have none."""
+    try:
+        return CONDITIONAL_SCHEMES[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(key) for key in CONDITIONAL_SCHEMES)
+        raise ValueError(
+            f"resampling scheme {name!r} has no conditional version for particle Gibbs: use "
+            f"FKConfig(resampling=...) with one of {valid}."
+        ) from None
 
 
 def survivors_in_place(ancestors: torch.Tensor) -> torch.Tensor:

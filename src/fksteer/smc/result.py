@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from fksteer.smc.config import FKConfig
+from fksteer.smc.config import FKConfig, SearchConfig
 from fksteer.smc.tempering import GroupSchedule, schedule_of
 from fksteer.smc.weights import ess
 
@@ -51,6 +51,8 @@ class StepTrace:
         reward_seconds: time in ``decode`` and the reward.
         engine_seconds: time in weights, resampling and ``permute``.
         lmbda: (G,) the tilt each group's potential used at this step, or None where not scored.
+        decode_seconds: the part of ``reward_seconds`` the driver spent decoding predictions
+            into what the reward reads.
     """
 
     step: int
@@ -66,6 +68,7 @@ class StepTrace:
     reward_seconds: float
     engine_seconds: float
     lmbda: torch.Tensor | None = None
+    decode_seconds: float = 0.0
 
 
 def build_trace(records: Sequence[dict[str, Any]], num_particles: int) -> tuple[StepTrace, ...]:
@@ -98,6 +101,7 @@ def build_trace(records: Sequence[dict[str, Any]], num_particles: int) -> tuple[
             reward_mean=mean, reward_max=maximum, num_dead=num_dead,
             model_seconds=record["model_seconds"], reward_seconds=record["reward_seconds"],
             engine_seconds=record["engine_seconds"],
+            decode_seconds=record.get("decode_seconds", 0.0),
             lmbda=None if lmbda is None else lmbda[:, 0],
         ))
     return tuple(trace)
@@ -145,13 +149,17 @@ class SteeringResult:
         rewards: (G, K) final rewards r(x_0) (NaN where the reward gave NaN).
         best: (G,) index of the highest final reward in each group.
         log_evidence: (G,) estimate of log Z = log E_p[exp(lambda r(x_0))] per group; its
-            exponential is unbiased for Z.
+            exponential is unbiased for Z (NaN for a search, which estimates no Z).
         trace: one :class:`StepTrace` per step, then one for the final potential.
-        nfe: denoiser evaluations (``predict`` calls times particles).
-        reward_calls: samples scored by the reward (intermediate and final).
-        method: ``"fk"``, ``"base"``, ``"best_of_n"`` or ``"importance"``.
+        nfe: denoiser evaluations, all groups (rows the model evaluated, summed over steps;
+            a guided move counts twice).
+        reward_calls: reward evaluations, all groups: samples scored by the reward
+            (intermediate and final).
+        method: ``"fk"``, a baseline (``"base"``, ``"best_of_n"``, ``"importance"``) or a
+            search (``"svdd"``, ``"code"``, ``"beam"``).
         config: the configuration of the run.
         prompts: one prompt per group (``[None]`` when none were given).
+        search: the search's options (:class:`~fksteer.smc.config.SearchConfig`), or None.
     """
 
     samples: Any
@@ -166,13 +174,16 @@ class SteeringResult:
     method: str
     config: FKConfig
     prompts: Sequence[Any]
+    search: SearchConfig | None = None
 
     @property
     def num_groups(self) -> int:
+        """G, the number of groups (prompts)."""
         return self.weights.shape[0]
 
     @property
     def num_particles(self) -> int:
+        """K, particles per group."""
         return self.weights.shape[1]
 
     @property
@@ -218,6 +229,7 @@ class SteeringResult:
         return {
             "method": self.method,
             "config": self.config.to_dict(),
+            "search": None if self.search is None else self.search.to_dict(),
             "num_groups": self.num_groups,
             "num_particles": self.num_particles,
             "log_evidence": self.log_evidence.tolist(),
@@ -255,7 +267,8 @@ def concatenate_results(results: Sequence[SteeringResult]) -> SteeringResult:
     if len(results) == 1:
         return first
     for other in results[1:]:
-        if other.method != first.method or other.config != first.config:
+        if (other.method, other.config, other.search) != (first.method, first.config,
+                                                           first.search):
             raise ValueError(
                 "concatenate_results: the runs differ in method or configuration "
                 f"({first.method!r}, {first.config!r}) vs ({other.method!r}, {other.config!r})."
@@ -286,6 +299,7 @@ def concatenate_results(results: Sequence[SteeringResult]) -> SteeringResult:
         method=first.method,
         config=first.config,
         prompts=[prompt for result in results for prompt in result.prompts],
+        search=first.search,
     )
 
 
@@ -325,4 +339,5 @@ def _concatenate_steps(steps: Sequence[StepTrace], num_particles: int) -> StepTr
         model_seconds=sum(step.model_seconds for step in steps),
         reward_seconds=sum(step.reward_seconds for step in steps),
         engine_seconds=sum(step.engine_seconds for step in steps),
+        decode_seconds=sum(step.decode_seconds for step in steps),
     )

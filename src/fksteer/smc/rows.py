@@ -43,9 +43,12 @@ __all__ = [
 class ParticleRows(Protocol):
     """A model whose per-particle tensors can be read out and written back."""
 
-    def particle_rows(self, state: Any, model_output: Any) -> Any: ...
+    def particle_rows(self, state: Any, model_output: Any) -> Any:
+        """The per-particle tensors of ``state`` and ``model_output``, as a pytree of (rows, ...)
+        leaves."""
 
-    def with_particle_rows(self, state: Any, model_output: Any, rows: Any) -> tuple[Any, Any]: ...
+    def with_particle_rows(self, state: Any, model_output: Any, rows: Any) -> tuple[Any, Any]:
+        """``state`` and ``model_output`` with their per-particle rows replaced by ``rows``."""
 
 
 def has_particle_rows(model: Any) -> bool:

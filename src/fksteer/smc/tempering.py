@@ -20,11 +20,23 @@ samplers choose each increment from the particles instead (Jasra, Stephens, Douc
 
   (W the normalised weights carried into the step, G_k(lambda) the potential at tilt lambda;
   Zhou et al. 2016, eq. 3.16) is at least ``ess * K``, found by bisection, vectorised over
-  groups. Every potential is linear in lambda, so this is one scalar root per group. The final
-  potential tilts to exactly ``target`` (the correction exp(lambda r(x_0)) / prod_i G_i is the
-  same for every potential), so the law targeted is p(x_0) exp(target r(x_0)) / Z whatever the
-  schedule chosen on the way.
-- :class:`LargestTilt`: the same adaptive schedule towards ``cap``, then the final lambda_hat is
+  groups. Every potential is linear in lambda, so this is one scalar root per group. A step
+  whose rewards are equal within a group (a diffusion model's first clean-sample predictions
+  often are) says nothing about the reward's scale: there the tilt stays where it was. With
+  ``pace="ramp"`` (the default) lambda_i also never exceeds the linear ramp
+  target * (step + 1) / num_steps. The pure CESS rule (``pace="greedy"``) looks only at the
+  step at hand, while the rewards of a diffusion model spread out as the steps go on: the
+  tilt it takes on the first informative step makes the increments of the next steps, which
+  it can no longer lower, too steep. Measured on the Gaussian mixture (25 steps, scored at
+  every step, target 8, K = 64, median over 200 groups): a fixed lambda drops the ESS to 3.3 at
+  step 2; greedy takes lambda = 3.6 at step 1 and the ESS falls to 12.0 at step 3; the ramp
+  keeps it at 27.8 or more at every step. On the table (lambda 6, every step) a fixed lambda
+  leaves a median ESS of 2.0 at step 0; the adaptive tilt keeps 32 = K / 2 at every scoring
+  step (tests/test_tempering.py). The final potential tilts to exactly ``target`` (the
+  correction exp(lambda r(x_0)) / prod_i G_i is the same for every potential), so the law
+  targeted is p(x_0) exp(target r(x_0)) / Z whatever the schedule chosen on the way.
+- :class:`LargestTilt`: the same adaptive schedule towards ``cap`` (greedy by default, so that
+  nothing depends on the reward's scale), then the final lambda_hat is
   the largest value <= ``cap`` at which the final ESS stays at least ``final_ess * K``, per
   group. The target is then p(x_0) exp(lambda_hat r(x_0)) / Z with lambda_hat chosen from the
   data: "more reward, but keep K particles alive", not a fixed law. lambda_hat is reported per
@@ -100,14 +112,18 @@ class AdaptiveTilt:
     Attributes:
         target: the final tilt: the run targets p(x_0) exp(target r(x_0)) / Z.
         ess: the conditional ESS each increment keeps, as a fraction of K (Zhou et al. 2016).
+        pace: "ramp" (never above the linear ramp target * (step + 1) / num_steps) or "greedy"
+            (the CESS alone; see the module docstring for why it is not the default).
     """
 
     target: float
     ess: float = 0.5
+    pace: str = "ramp"
 
     def __post_init__(self) -> None:
         _positive("AdaptiveTilt", "target", self.target)
         _fraction("AdaptiveTilt", "ess", self.ess)
+        _pace("AdaptiveTilt", self.pace)
 
     @property
     def ceiling(self) -> float:
@@ -123,16 +139,21 @@ class LargestTilt:
         cap: the largest tilt allowed, intermediate or final.
         ess: the conditional ESS each intermediate increment keeps, as a fraction of K.
         final_ess: the ESS of the final weights lambda_hat keeps, as a fraction of K.
+        pace: "greedy" (the default: the choice is scale-free, multiplying the reward by c
+            divides every tilt by c while they stay below ``cap``) or "ramp" (never above
+            cap * (step + 1) / num_steps, which ties the schedule to the cap's scale).
     """
 
     cap: float
     ess: float = 0.5
     final_ess: float = 0.5
+    pace: str = "greedy"
 
     def __post_init__(self) -> None:
         _positive("LargestTilt", "cap", self.cap)
         _fraction("LargestTilt", "ess", self.ess)
         _fraction("LargestTilt", "final_ess", self.final_ess)
+        _pace("LargestTilt", self.pace)
 
     @property
     def ceiling(self) -> float:
@@ -184,6 +205,14 @@ class GroupSchedule:
         return [row[column] for row in self.values]
 
 
+PACES = ("ramp", "greedy")
+
+
+def _pace(owner: str, value: Any) -> None:
+    if value not in PACES:
+        raise ValueError(f"{owner}.pace={value!r} is invalid: pass one of {list(PACES)}.")
+
+
 def is_adaptive(lmbda: Any) -> bool:
     """Whether the tilt is chosen from the particles during the run."""
     return isinstance(lmbda, (AdaptiveTilt, LargestTilt))
@@ -214,7 +243,11 @@ def adaptive_increment(
     ``log_increments(lmbda)`` gives the (G, K) log-potentials at tilts ``lmbda`` (G, 1). Where
     even ``previous`` keeps less than the requested CESS the tilt stays at ``previous`` (it never
     falls); where ``ceiling`` keeps enough it is ``ceiling``; in between, bisection to 2^-60 of
-    the interval on the boundary CESS(lambda) = ess * K, all groups at once.
+    the interval on the boundary CESS(lambda) = ess * K, all groups at once. Where raising the
+    tilt changes no particle's weight relative to the others (the step's rewards are equal within
+    the group, as the first predictions of a diffusion model often are), the step says nothing
+    about the reward's scale and the tilt stays at ``previous``: any other choice would not be
+    scale-free, and a large one would make the later increments as steep as a fixed lambda's.
     """
     threshold = ess * log_weights.shape[-1]
 
@@ -223,13 +256,27 @@ def adaptive_increment(
 
     low, high = previous.clone(), previous.new_full(previous.shape, ceiling)
     at_ceiling, at_previous = enough(high), enough(low)
+    flat = _flat(log_increments(high[:, None]) - log_increments(low[:, None]))
     for _ in range(BISECTION_STEPS):
         middle = 0.5 * (low + high)
         keeps = enough(middle)
         low = middle.where(keeps, low)
         high = high.where(keeps, middle)
     chosen = low.where(at_previous, previous)
-    return chosen.where(~at_ceiling, high.new_full(high.shape, ceiling))
+    chosen = chosen.where(~at_ceiling, high.new_full(high.shape, ceiling))
+    return chosen.where(~flat, previous)
+
+
+def _flat(change: torch.Tensor) -> torch.Tensor:
+    """(G,) whether a (G, K) change of log-weights is the same for every living particle
+    (to 1e-9 of its size): -inf and NaN entries (dead particles) are ignored."""
+    import torch
+
+    finite = torch.isfinite(change)
+    high = change.where(finite, change.new_tensor(-math.inf)).amax(-1)
+    low = change.where(finite, change.new_tensor(math.inf)).amin(-1)
+    size = change.abs().where(finite, change.new_tensor(0.0)).amax(-1)
+    return ~finite.any(-1) | (high - low <= 1e-9 * size)
 
 
 def largest_tilt(
@@ -246,7 +293,8 @@ def largest_tilt(
     cap * 2^-j (j = 0 .. 59) and 0: the largest grid point that keeps enough is found, then the
     boundary between it and the next larger grid point by bisection. A geometric grid keeps the
     answer scale-free: multiplying the reward by c divides lambda_hat by c (up to 2^-60
-    relative), as long as both lie below ``cap``. Where even lambda = 0 keeps too little, 0.
+    relative), as long as both lie below ``cap``. Where no grid point keeps enough (the weights
+    carried into the final step are already uneven), the grid point of largest ESS.
     """
     import torch
 
@@ -254,13 +302,17 @@ def largest_tilt(
 
     threshold = ess * num_particles
 
+    def ess_at(lmbda: torch.Tensor) -> torch.Tensor:  # (G,)
+        return effective_sample_size(log_weights_at(lmbda[:, None]))
+
     def kept(lmbda: torch.Tensor) -> torch.Tensor:  # (G,) bool
-        return effective_sample_size(log_weights_at(lmbda[:, None])) >= threshold
+        return ess_at(lmbda) >= threshold
 
     grid = torch.tensor(
         [cap * 2.0**-j for j in range(BISECTION_STEPS)] + [0.0], dtype=torch.float64
     )  # (J,), large to small
-    keeps = torch.stack([kept(value.expand(num_groups)) for value in grid])  # (J, G)
+    grid_ess = torch.stack([ess_at(value.expand(num_groups)) for value in grid])  # (J, G)
+    keeps = grid_ess >= threshold
     first = keeps.to(torch.int8).argmax(0)  # (G,) index of the largest grid point kept
     low, high = grid[first], grid[(first - 1).clamp(min=0)]  # high: the next larger point
     for _ in range(BISECTION_STEPS):
@@ -268,7 +320,7 @@ def largest_tilt(
         keeps_middle = kept(middle)
         low = middle.where(keeps_middle, low)
         high = high.where(keeps_middle, middle)
-    return low.where(keeps.any(0), torch.zeros(num_groups, dtype=torch.float64))
+    return low.where(keeps.any(0), grid[grid_ess.argmax(0)])
 
 
 def schedule_of(steps: Sequence[Any]) -> GroupSchedule:
@@ -308,8 +360,11 @@ class Tilts:
         """The tilts at scoring step ``step``; ``log_increments(lmbda)`` gives the (G, K)
         log-potentials at tilts ``lmbda`` (G, 1), from which an adaptive tilt is chosen."""
         if is_adaptive(self.lmbda):
+            ceiling = self.lmbda.ceiling
+            if self.lmbda.pace == "ramp":
+                ceiling *= min(1.0, (step + 1) / self.num_steps)
             chosen = adaptive_increment(
-                log_increments, log_weights, self.current, self.lmbda.ceiling, self.lmbda.ess
+                log_increments, log_weights, self.current, ceiling, self.lmbda.ess
             )
         else:
             chosen = self._given(step)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fksteer.smc.rows import has_particle_rows, permute_particles, permute_rows
+
+if TYPE_CHECKING:  # annotations only: the command line's parser loads this without torch
+    import torch
 
 __all__ = ["ModelWrapper"]
 
@@ -52,22 +53,29 @@ class ModelWrapper:
         return replica
 
     def init(self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator) -> Any:
+        """The wrapped model's ``init``."""
         return self.model.init(prompts, num_particles, generator)
 
     def predict(self, state: Any, step: int, generator: torch.Generator) -> tuple[Any, Any]:
+        """The wrapped model's ``predict``."""
         return self.model.predict(state, step, generator)
 
     def move(self, state: Any, model_output: Any, step: int, generator: torch.Generator) -> Any:
+        """The wrapped model's ``move``."""
         return self.model.move(state, model_output, step, generator)
 
     def decode(self, clean: Any, final: bool) -> Any:
+        """The wrapped model's ``decode``."""
         return self.model.decode(clean, final)
 
     def permute(self, state: Any, model_output: Any, ancestors: torch.Tensor) -> tuple[Any, Any]:
+        """Reorder the particles by ``ancestors``: by the declared rows, else the model's
+        ``permute``."""
         # by the rows this wrapper offers (its own, or the wrapped model's), else the model's
         if has_particle_rows(self):
             return permute_rows(self, state, model_output, ancestors)
         return permute_particles(self.model, state, model_output, ancestors)
 
     def final_sample(self, state: Any) -> Any:
+        """The wrapped model's ``final_sample``."""
         return self.model.final_sample(state)

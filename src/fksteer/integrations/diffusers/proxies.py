@@ -66,6 +66,7 @@ class MicroBatchedDenoiser(Proxy):
         object.__setattr__(self, "_fk_batch_size", batch_size)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The denoiser's output, computed in micro-batches of at most the batch size."""
         inner = self._fk_inner
         size = self._fk_batch_size
         batch = _leading_length(args, kwargs)
@@ -110,6 +111,7 @@ class RecordingDenoiser(Proxy):
         object.__setattr__(self, "last_call", None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The denoiser's output; the arguments are kept as ``last_call``."""
         object.__setattr__(self, "last_call", (args, kwargs))
         return self._fk_inner(*args, **kwargs)
 

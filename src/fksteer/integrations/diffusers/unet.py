@@ -124,9 +124,11 @@ class UNetStepModel(PermuteByRows):
 
     @property
     def device(self) -> torch.device:
+        """The UNet's device."""
         return self.unet.device
 
     def init(self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator):
+        """Initial noise latents for G prompts x K particles, as the stock pipelines draw them."""
         from diffusers.utils.torch_utils import randn_tensor
 
         config = self.unet.config
@@ -168,6 +170,7 @@ class UNetStepModel(PermuteByRows):
         return torch.cat(outputs)
 
     def predict(self, state: dict, step: int, generator: torch.Generator):
+        """The UNet's output at ``step`` and the scheduler's clean-sample prediction."""
         timestep = self.scheduler.timesteps[step]
         sample = state["sample"]
         scale = getattr(self.scheduler, "scale_model_input", None)  # flow schedulers have none
@@ -176,6 +179,7 @@ class UNetStepModel(PermuteByRows):
         return output, clean_prediction(self.scheduler, output, timestep, sample)
 
     def move(self, state: dict, model_output: torch.Tensor, step: int, generator):
+        """The scheduler's step from ``state`` with ``model_output``, using its own noise."""
         timestep = self.scheduler.timesteps[step]
         kwargs = dict(self.step_kwargs)
         if self._step_takes_generator:
@@ -189,6 +193,7 @@ class UNetStepModel(PermuteByRows):
         return {**state, "sample": sample}
 
     def decode(self, clean: torch.Tensor, final: bool) -> torch.Tensor:
+        """Images in [0, 1] from clean samples, through the decoder if any, in chunks."""
         size = self.decode_batch_size or max(clean.shape[0], 1)
         decode = self.decoder or (lambda x: (x.float() / 2 + 0.5).clamp(0, 1))
         if not final and not isinstance(self.intermediate_resolution, str):
@@ -214,11 +219,13 @@ class UNetStepModel(PermuteByRows):
         return replica
 
     def final_sample(self, state: dict) -> torch.Tensor:
+        """The final latents (decoded by :meth:`decode`)."""
         return state["sample"]
 
     # -- guided proposals (fksteer.smc.protocol.GuidedStepModel) -----------------------------
 
     def guidance_input(self, state: dict) -> torch.Tensor:
+        """The tensor the guidance gradient is taken with respect to: the current sample."""
         return state["sample"]
 
     def clean_from(self, state: dict, x: torch.Tensor, rows: slice, step: int) -> torch.Tensor:

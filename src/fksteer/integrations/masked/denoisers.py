@@ -29,7 +29,8 @@ class Denoiser(Protocol):
     (bool, default False), ``tokenizer`` (decodes texts, tokenises text prompts), ``device``.
     """
 
-    def __call__(self, tokens: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor: ...
+    def __call__(self, tokens: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Logits (B, N, V) for token ids (B, N), plus the time or a mask where declared."""
 
 
 class TransformersDenoiser:
@@ -152,6 +153,7 @@ class TransformersDenoiser:
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's parameters (CPU for a model without any)."""
         parameter = next(iter(self.model.parameters()), None)
         return torch.device("cpu") if parameter is None else parameter.device
 
@@ -161,6 +163,7 @@ class TransformersDenoiser:
         times: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Logits (B, N, V) of the masked LM for token ids (B, N)."""
         kwargs: dict[str, Any] = {}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.long()

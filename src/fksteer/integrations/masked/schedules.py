@@ -34,6 +34,7 @@ class LogLinearSchedule:
             raise ValueError(f"LogLinearSchedule.eps={self.eps!r}: pass a float in [0, 1).")
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """alpha(t) = 1 - (1 - eps) t: the share of tokens still unmasked at time t."""
         return 1.0 - (1.0 - self.eps) * t
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -46,9 +47,11 @@ class CosineSchedule:
     """The cosine schedule alpha(t) = 1 - cos(pi/2 (1 - t)) = 1 - sin(pi t / 2) (MD4, MaskGIT)."""
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """alpha(t) = 1 - sin(pi t / 2)."""
         return 1.0 - torch.sin(0.5 * math.pi * t)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """sigma(t) = -log alpha(t)."""
         return -torch.log(self.alpha(t))
 
 

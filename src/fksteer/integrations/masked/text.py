@@ -18,6 +18,7 @@ class DecodedText(str):
     token_ids: torch.Tensor
 
     def __new__(cls, text: str, token_ids: torch.Tensor) -> DecodedText:
+        """``text`` carrying its ``token_ids``."""
         obj = super().__new__(cls, text)
         obj.token_ids = token_ids
         return obj
