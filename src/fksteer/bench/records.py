@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fksteer.commands.run_folder import write_json  # one JSON writer for every folder
+
 __all__ = [
     "RecordFile", "write_json", "markdown_table", "mean_and_ci", "mean_and_t_ci", "counted",
     "check_counts",
@@ -82,15 +84,6 @@ class RecordFile:
         temporary = self.path.with_suffix(self.path.suffix + ".tmp")
         temporary.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
         temporary.replace(self.path)
-
-
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
 
 
 def mean_and_ci(values: Iterable[float]) -> tuple[float, float]:

@@ -7,8 +7,8 @@
 
 Shared pieces: ``options`` (FKConfig fields and run options on the command line, merged with a
 ``--config`` file read by ``config_file``), ``prompts`` (prompt files), ``staging`` (an output
-directory that appears whole or not at all), ``images`` (PNG tiles and grids), ``records``
-(results.jsonl, summary.json, config.json of a steering run), ``errors`` (how the command line
-ends on a mistake: one line, exit status 2), ``reward_option`` (``--reward`` checked before any
-model loads).
+directory that appears whole or not at all), ``images`` (PNG tiles and grids), ``run_folder``
+(results.jsonl, summary.json, trace.jsonl, config.json of a run; the one JSON writer),
+``errors`` (how the command line ends on a mistake: one line, exit status 2), ``reward_option``
+(``--reward`` checked before any model loads).
 """

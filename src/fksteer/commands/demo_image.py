@@ -52,7 +52,7 @@ def run_image_demo(
     from fksteer.bench.records import counted
     from fksteer.commands.images import grid, particle_row, save_png, text_tile
     from fksteer.commands.options import named_fk_config
-    from fksteer.commands.records import write_json
+    from fksteer.commands.run_folder import write_json
     from fksteer.commands.staging import check_writable, staged_directory
     from fksteer.embedded.classifier import load_classifier
     from fksteer.embedded.image_model import load_image_model
@@ -142,7 +142,7 @@ def run_image_demo(
 
 def _write_method_runs(work: Path, record, prompts, samples_of, results_of, num_particles):
     """``methods/<method>/``: each method's run folder, with the command that reruns the demo."""
-    from fksteer.commands.records import environment
+    from fksteer.commands.run_folder import environment
     from fksteer.commands.sample import write_image_run
 
     rerun = shlex.join(["fksteer", "demo", "--particles", str(num_particles), "--steps",

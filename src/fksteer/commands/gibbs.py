@@ -132,7 +132,7 @@ def run_gibbs(values: dict[str, Any]) -> tuple[str, int]:
 
 
 def _write(work, values, config, prompts, result, summary) -> None:
-    from fksteer.commands.records import write_json, write_jsonl
+    from fksteer.commands.run_folder import write_json, write_jsonl
 
     records = []
     for sweep in range(result.num_sweeps):

@@ -159,7 +159,7 @@ def write_image_run(work, prompts, result, samples, timings, config_record) -> N
     summary.json, trace.jsonl and ``config_record`` as config.json (what ``fksteer report``
     reads)."""
     from fksteer.commands.images import labelled, particle_row, save_png, to_pil_image
-    from fksteer.commands.records import run_summary, write_json, write_jsonl, write_trace
+    from fksteer.commands.run_folder import run_summary, write_json, write_jsonl, write_trace
 
     records = []
     for group, prompt in enumerate(prompts):
@@ -182,7 +182,7 @@ def write_image_run(work, prompts, result, samples, timings, config_record) -> N
 
 
 def _write(work, values, config, prompts, result, samples, timings) -> None:
-    from fksteer.commands.records import environment, reproduce_command
+    from fksteer.commands.run_folder import environment, reproduce_command
 
     options = {key: value for key, value in values.items() if key not in FK_FIELDS}
     rerun = reproduce_command("sample", {**values, "prompts": list(prompts), "prompts_file": None},

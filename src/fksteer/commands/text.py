@@ -222,7 +222,7 @@ def _texts(result) -> list[list[str]]:
 def _write(work, values, config, prompts, result, timings) -> None:
     import torch
 
-    from fksteer.commands.records import (
+    from fksteer.commands.run_folder import (
         environment,
         reproduce_command,
         run_summary,

@@ -1,6 +1,6 @@
 """The files every steering command writes: config.json, summary.json, results.jsonl, trace.jsonl.
 
-    from fksteer.commands.records import run_summary, write_json, write_jsonl, write_trace
+    from fksteer.commands.run_folder import run_summary, write_json, write_jsonl, write_trace
 
 ``run_summary`` extends :meth:`SteeringResult.summary` with the prompts, the per-step trace
 (ESS, resampling, rewards, per step and group) and wall-clock timings. ``write_trace`` writes
@@ -183,8 +183,13 @@ def run_summary(result: Any, prompts: list[Any], timings: dict[str, float]) -> d
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON (NaN and infinities as null)."""
-    Path(path).write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
+    """Write ``data`` as indented JSON (NaN and infinities as null), atomically: a temporary
+    file beside it, then a rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
+    temporary.replace(path)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
