@@ -52,20 +52,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+#: The fields of each step that summary.json keeps (trace.jsonl keeps them all).
+_SUMMARY_FIELDS = ("step", "scored", "ess", "resampled", "num_distinct", "reward_mean",
+                   "reward_max")
+
+
 def trace_records(result: Any) -> list[dict[str, Any]]:
     """One dict per step: ESS, resampled, distinct ancestors and rewards per group."""
-    records = []
-    for step in result.trace:
-        records.append({
-            "step": step.step,
-            "scored": step.scored,
-            "ess": step.ess.tolist(),
-            "resampled": step.resampled.tolist(),
-            "num_distinct": None if step.num_distinct is None else step.num_distinct.tolist(),
-            "reward_mean": None if step.reward_mean is None else step.reward_mean.tolist(),
-            "reward_max": None if step.reward_max is None else step.reward_max.tolist(),
-        })
-    return records
+    return [{name: record[name] for name in _SUMMARY_FIELDS} for record in step_records(result)]
 
 
 def _listed(value: Any) -> Any:
