@@ -35,7 +35,6 @@ def test_classifier_accuracy_on_real_test_images(name, floor):
 
 
 def test_the_weak_image_model_steers_towards_its_prompt():
-    pytest.importorskip("diffusers")
     from fksteer.embedded.image_model import load_image_model
     from fksteer.rewards.classifier import ClassifierLogProb
 

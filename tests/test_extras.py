@@ -56,8 +56,11 @@ def test_the_hint_names_the_extra_of_a_missing_module_only():
 
 @pytest.mark.parametrize("argv, extra", [(["demo"], "diffusers"), (["text"], "text")])
 def test_the_command_line_names_the_extra_when_a_library_is_missing(argv, extra, tmp_path):
-    """The import system refuses the library (None in sys.modules), as if it were not installed."""
-    blocked = {"diffusers": "diffusers", "text": "transformers"}[extra]
+    """The import system refuses the library (None in sys.modules), as if it were not installed.
+
+    The demo's embedded model runs without diffusers; its images need Pillow, of the same extra.
+    """
+    blocked = {"diffusers": "PIL", "text": "transformers"}[extra]
     program = (f"import sys; sys.modules[{blocked!r}] = None; from fksteer.cli import main; "
                f"sys.exit(main({[*argv, '--out', str(tmp_path / 'run')]!r}))")
     source = str(Path(fksteer.__file__).resolve().parent.parent)  # this fksteer, from anywhere
@@ -69,15 +72,16 @@ def test_the_command_line_names_the_extra_when_a_library_is_missing(argv, extra,
     assert not (tmp_path / "run").exists()
 
 
-def test_the_embedded_image_model_names_its_extra_when_diffusers_is_missing():
+def test_require_extra_names_the_extra_when_the_module_is_missing():
     program = ("import sys; sys.modules['diffusers'] = None\n"
-               "from fksteer.embedded.image_model import load_image_model\n"
-               "try:\n    load_image_model()\nexcept ModuleNotFoundError as error:\n"
+               "from fksteer.extras import require_extra\n"
+               "try:\n    require_extra('diffusers', 'a diffusers pipeline')\n"
+               "except ModuleNotFoundError as error:\n"
                "    print(error.name, '|', error)\n")
     source = str(Path(fksteer.__file__).resolve().parent.parent)
     run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": source}, check=True)
     name, message = run.stdout.strip().split(" | ")
     assert name == "diffusers"
-    assert message.startswith("the embedded image model needs")
+    assert message.startswith("a diffusers pipeline needs")
     assert "pip install 'fksteer[diffusers]'" in message

@@ -2,7 +2,7 @@
 
     from fksteer.extras import missing_extra_hint, require_extra
     missing_extra_hint(error)   # "pip install 'fksteer[diffusers]'" for No module named diffusers
-    diffusers = require_extra("diffusers", "the embedded image model")   # or that hint
+    diffusers = require_extra("diffusers", "a diffusers pipeline")   # or that hint
 
 Standard library only, so that the command line can explain a missing module without
 importing anything heavy.

@@ -9,6 +9,11 @@ cosine beta schedule, 1000 training steps, 10% of labels dropped to a null class
 classifier-free guidance): ``"weak"`` (~0.18M parameters) and ``"strong"`` (~0.70M). Sampling
 uses classifier-free guidance, eps = eps(x, null) + w (eps(x, y) - eps(x, null)) (Ho & Salimans
 2022, eq. 6), evaluated as one doubled batch.
+
+They run without diffusers: :class:`~fksteer.embedded.unet.EmbeddedUNet` and
+:mod:`fksteer.embedded.schedulers` mirror diffusers' ``UNet2DModel``, ``DDPMScheduler`` and
+``DDIMScheduler`` for these configurations (same weights, same outputs, same noise draws), so
+loading a model costs the import of torch alone.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import torch
 from torch import nn
 
 from fksteer.embedded.fashion import CLASS_NAMES
-from fksteer.extras import require_extra
 from fksteer.smc.wrapper import ModelWrapper
 
 __all__ = ["GuidedClassUNet", "ClassNameModel", "load_image_model", "IMAGE_MODEL_DIR"]
@@ -32,7 +36,7 @@ SIZES = ("weak", "strong")
 
 
 class GuidedClassUNet(nn.Module):
-    """A class-conditional UNet2DModel with classifier-free guidance, called like the UNet.
+    """A class-conditional UNet with classifier-free guidance, called like the UNet.
 
     ``guidance_scale`` w = 1 is plain conditional sampling; w = 0 is unconditional.
     """
@@ -64,7 +68,9 @@ class GuidedClassUNet(nn.Module):
             return self.unet(sample, timestep, class_labels=class_labels, return_dict=return_dict)
         null = torch.full_like(class_labels, self.null_class)
         doubled = self.unet(
-            torch.cat([sample, sample]), timestep, class_labels=torch.cat([class_labels, null]),
+            torch.cat([sample, sample]),
+            timestep,
+            class_labels=torch.cat([class_labels, null]),
             return_dict=False,
         )[0]  # (2B, C, H, W)
         conditional, unconditional = doubled.chunk(2)
@@ -105,8 +111,11 @@ class ClassNameModel(ModelWrapper):
 
 
 def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:
-    """The trained ``UNet2DModel`` (EMA weights) of ``size``, in eval mode on the CPU."""
-    diffusers = require_extra("diffusers", "the embedded image model")
+    """The trained UNet (EMA weights) of ``size`` as an
+    :class:`~fksteer.embedded.unet.EmbeddedUNet`, in eval mode on the CPU (the same outputs as
+    ``diffusers.UNet2DModel.from_pretrained`` of the folder)."""
+    from fksteer.embedded.unet import EmbeddedUNet
+
     if size not in SIZES:
         raise ValueError(f"size={size!r}: choose one of {', '.join(SIZES)}.")
     folder = directory / f"fashion16-{size}"
@@ -115,7 +124,7 @@ def load_unet(size: str = "weak", directory: Path = IMAGE_MODEL_DIR) -> Any:
             f"{folder} not found: train it with `python scripts/train_image_models.py --size "
             f"{size}`."
         )
-    return diffusers.UNet2DModel.from_pretrained(folder).eval()
+    return EmbeddedUNet.from_pretrained(folder)
 
 
 def load_image_model(
@@ -133,11 +142,10 @@ def load_image_model(
     :class:`~fksteer.integrations.diffusers.unet.UNetStepModel` (e.g. ``denoiser_batch_size``).
     The model's NFE counts one guided evaluation per particle and step (two UNet passes).
     """
-    unet = load_unet(size, directory)  # first: a missing diffusers names its extra
-    from diffusers import DDIMScheduler, DDPMScheduler
-
+    from fksteer.embedded.schedulers import DDIMScheduler, DDPMScheduler
     from fksteer.integrations.diffusers.unet import UNetStepModel
 
+    unet = load_unet(size, directory)
     folder = directory / f"fashion16-{size}"
     if scheduler == "ddpm":
         noise_scheduler, step_kwargs = DDPMScheduler.from_pretrained(folder), {}

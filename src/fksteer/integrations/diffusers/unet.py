@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from fksteer.integrations.diffusers.decoding import check_resolution, reduced_resolution
+from fksteer.integrations.diffusers.noise import randn_tensor
 from fksteer.integrations.diffusers.schedulers import (
     DeterministicSamplerWarning,
     clean_prediction,
@@ -129,8 +130,6 @@ class UNetStepModel(PermuteByRows):
 
     def init(self, prompts: Sequence[Any], num_particles: int, generator: torch.Generator):
         """Initial noise latents for G prompts x K particles, as the stock pipelines draw them."""
-        from diffusers.utils.torch_utils import randn_tensor
-
         config = self.unet.config
         n = len(prompts) * num_particles
         labels = None
@@ -146,7 +145,8 @@ class UNetStepModel(PermuteByRows):
         size = (size, size) if isinstance(size, int) else tuple(size)
         shape = (n, config.in_channels, *size)
         self.scheduler.set_timesteps(self.num_inference_steps)  # also resets the history
-        # As DDPMPipeline/DDIMPipeline: one draw of the whole batch from the generator.
+        # As DDPMPipeline/DDIMPipeline: one draw of the whole batch from the generator
+        # (diffusers' randn_tensor, reproduced without importing diffusers).
         sample = randn_tensor(shape, generator=generator, device=self.device, dtype=self.unet.dtype)
         sample = sample * getattr(self.scheduler, "init_noise_sigma", 1.0)
         if self.progress:
