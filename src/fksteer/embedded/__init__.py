@@ -6,8 +6,9 @@
     from fksteer.embedded.text_model import load_text_model        # the first, small fortunes LM
 
 Weights live in ``weights/``; the scripts that trained them are in the repository's
-``scripts/`` folder (seeded). Modules: ``fashion`` (the image data), ``image_model``,
-``classifier``, ``corpora`` (the English text data), ``wordpiece`` (WordPiece detokenising),
-``minilm_text`` (the default text model: a delta over the all-MiniLM-L6-v2 wheel) and
-``text_model`` (the first text model).
+``scripts/`` folder (seeded). Modules: ``fashion`` (the image data), ``image_model``, ``unet``
+and ``schedulers`` (diffusers' UNet2DModel, DDPM and DDIM in plain torch, so that the image
+model loads without diffusers), ``classifier``, ``corpora`` (the English text data),
+``wordpiece`` (WordPiece detokenising), ``minilm_text`` (the default text model: a delta over
+the all-MiniLM-L6-v2 wheel) and ``text_model`` (the first text model).
 """
