@@ -146,7 +146,8 @@ def report(times: dict, sources: dict[str, Path], rounds: int) -> tuple[dict, st
         "rounds": rounds,
         "command": ["fksteer", *SAMPLE],
         "versions": {
-            name: {"source": str(path), "commit": _commit(path)} for name, path in sources.items()
+            name: {"source": os.path.relpath(path, ROOT), "commit": _commit(path)}
+            for name, path in sources.items()
         },
         "seconds": times,
         "medians": medians,

@@ -143,9 +143,10 @@ def test_unsupported_scheduler_options_are_refused():
         DDIMScheduler(beta_schedule="sigmoid")
 
 
-@pytest.mark.parametrize("device", ["cpu"])
-def test_the_noise_is_diffusers_randn_tensor(device):
+def test_the_noise_is_diffusers_randn_tensor():
     from diffusers.utils.torch_utils import randn_tensor as reference
+
+    device = "cpu"
 
     for shape, dtype in (((4, 1, 16, 16), torch.float32), ((3, 2), torch.float64)):
         expected = reference(
@@ -249,3 +250,28 @@ def test_the_embedded_image_model_loads_and_steers_without_diffusers():
         )
         assert run.returncode == 0, run.stderr
         assert run.stdout.split("\n")[-2] == "(1, 2, 1, 16, 16) []", (mode, run.stdout)
+
+
+def test_fksteer_sample_on_the_embedded_model_runs_with_diffusers_refused(tmp_path):
+    """The whole command: arguments, the embedded reward and model, steering, the run folder."""
+    out = tmp_path / "run"
+    argv = ["sample", "--steps", "2", "--num-particles", "2", "--no-report", "--out", str(out)]
+    program = (
+        "import sys; sys.modules['diffusers'] = None\n"
+        "from fksteer.cli import main\n"
+        f"code = main({argv!r})\n"
+        "print('dynamo', any(m.startswith('torch._dynamo') for m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": SOURCE},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "dynamo False"
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 3 * 2  # the default prompts, two particles each
