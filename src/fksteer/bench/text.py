@@ -4,7 +4,9 @@
     run_text_bench(TextBenchConfig(), "runs/bench-text")
 
 The FK steering paper's text claim in miniature: steer the embedded English model
-(:func:`fksteer.embedded.minilm_text.load_minilm_text_model`) towards toxicity, a rare attribute
+(:func:`fksteer.embedded.text_model.load_text_model`, trained on fortunes; ``model=
+"embedded-minilm"`` steers :func:`fksteer.embedded.minilm_text.load_minilm_text_model`) towards
+toxicity, a rare attribute
 of its samples, and judge the result twice:
 
 - the *steering judge*: alt-profanity-check's P(toxic) (the ``toxicity`` reward, which is also
