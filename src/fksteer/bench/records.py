@@ -23,8 +23,22 @@ from typing import Any
 
 __all__ = [
     "RecordFile", "write_json", "write_jsonl", "clean_json", "finite", "markdown_table",
-    "mean_and_ci", "mean_and_t_ci", "counted", "check_counts",
+    "mean_and_ci", "mean_and_t_ci", "counted", "check_counts", "RENAMED_FIELDS",
 ]
+
+#: Fields of records written before a rename -> their current name: a record read from an older
+#: file is given the current names, so a suite resumes (and reports) from files of either age.
+RENAMED_FIELDS = {
+    "reward_calls": "samples_scored",
+    "reward_calls_per_run": "samples_scored_per_run",
+}
+
+
+def current_names(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the fields of :data:`RENAMED_FIELDS` under their current names."""
+    if not any(old in record for old in RENAMED_FIELDS):
+        return record
+    return {RENAMED_FIELDS.get(name, name): value for name, value in record.items()}
 
 
 def finite(value: float) -> float | None:
@@ -77,7 +91,7 @@ class RecordFile:
             with self.path.open() as handle:
                 for line in handle:
                     try:
-                        self.records.append(json.loads(line))
+                        self.records.append(current_names(json.loads(line)))
                     except json.JSONDecodeError:
                         torn = True  # cut by an interruption: it and anything after are redone
                         break
