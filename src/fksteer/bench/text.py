@@ -303,7 +303,7 @@ class _TextUnits:
                     "kept": result.num_particles,
                     "log_evidence": float(result.log_evidence[g]),
                     "nfe": result.nfe // len(prompts),
-                    "reward_calls": result.reward_calls // len(prompts),
+                    "samples_scored": result.samples_scored // len(prompts),
                     "seconds": seconds / len(prompts),
                     "text_best": texts[g][b], "text_draw": texts[g][d],
                 }
@@ -369,7 +369,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
             where = {"method": method, "num_x0_samples": x0, "num_particles": k}
             cells = {metric: seed_cell(records, where, metric) for metric, _ in RATE_COLUMNS}
             for metric in ("distinct_1", "distinct_2", "distinct_3", "ess", "nfe",
-                           "reward_calls", "seconds", "reward_best", "reward_draw"):
+                           "samples_scored", "seconds", "reward_best", "reward_draw"):
                 cells[metric] = seed_cell(records, where, metric)
             for metric in ("nll_best", "nll_draw"):
                 cells["ppl" + metric[3:]] = seed_cell(records, where, metric, math.exp)
@@ -386,7 +386,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
                 format_cell(cells["ppl_best"], digits=4), format_cell(cells["ppl_draw"], digits=4),
                 format_cell(cells["distinct_1"]), format_cell(cells["distinct_2"]),
                 format_cell(cells["distinct_3"]), format_cell(cells["ess"]),
-                format_cell(cells["nfe"]), format_cell(cells["reward_calls"]),
+                format_cell(cells["nfe"]), format_cell(cells["samples_scored"]),
                 format_cell(cells["seconds"]),
             ])
         parts.append(f"\n## K = {k}\n\n" + markdown_table(
