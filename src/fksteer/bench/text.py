@@ -337,7 +337,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
         summary["base_rate"][name] = seed_cell(base, {}, metric)
     parts = [
         "# bench text: steering the embedded masked text model towards a rare attribute\n\n",
-        f"Model: the embedded fortunes masked diffusion model, {bench.seq_len} tokens, "
+        f"Model: {MODEL_NAMES[bench.model]}, {bench.seq_len} tokens, "
         f"{bench.num_steps} steps. Prompts: {len(bench.prompts)} openings x {bench.repeats} "
         f"repeats = {len(bench.prompts) * bench.repeats} groups per run; seeds: {bench.seeds}. "
         f"Steering reward and steering judge: `{bench.steering_judge}` (attribute: score > "
@@ -460,12 +460,33 @@ def plot(bench: TextBenchConfig, summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
+#: What each ``TextBenchConfig.model`` steers, as the report names it.
+MODEL_NAMES = {"embedded": "the embedded fortunes masked diffusion model",
+               "embedded-minilm": "the embedded MiniLM masked diffusion model (a delta over "
+                                  "all-MiniLM-L6-v2)"}
+
+
+def weights_digest(model: str) -> str:
+    """The first 16 hex digits of the SHA-256 of the model's shipped weight files, recorded in
+    config.json so that a folder measured on other weights (a retrained model) is never resumed."""
+    import hashlib
+
+    from fksteer.embedded.minilm_text import MINILM_TEXT_DIR
+    from fksteer.embedded.text_model import TEXT_MODEL_DIR
+
+    directory = MINILM_TEXT_DIR if model == "embedded-minilm" else TEXT_MODEL_DIR
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def run_text_bench(bench: TextBenchConfig, out_dir: str | Path, progress=None) -> dict:
     """Run (or resume) the suite into ``out_dir``; returns the summary dict."""
     out_dir = Path(out_dir)
     perplexity = _Perplexity(bench.perplexity)
     config = {"bench": "text", **asdict(bench), "perplexity_note": perplexity.note,
-              "model": "embedded fortunes masked diffusion model",
+              "model": bench.model, "model_weights": weights_digest(bench.model),
               "fk_config": {f"K={k}": bench.fk_config(k).to_dict() for k in bench.particles},
               "machine": machine_info()}
     communicator = Communicator.current()
