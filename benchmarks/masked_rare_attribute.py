@@ -107,7 +107,7 @@ def measure(result, method: str) -> dict[str, float]:
         "weighted_se": float(weighted.std() / math.sqrt(groups)),
         "final_ess": float(result.ess.mean()),
         "nfe": result.nfe,
-        "reward_calls": result.reward_calls,
+        "samples_scored": result.samples_scored,
     }
     if method in ("fk", "importance"):
         z = torch.exp(result.log_evidence - result.log_evidence.max())  # (G,)
@@ -157,7 +157,7 @@ def report(config: RareAttributeConfig, exact: dict, records: list[dict]) -> str
             k, record["method"], estimate(record, "best_rate"), estimate(record, "weighted"),
             estimate(record, "pooled"), f"{exact[f'best_of_{k}_ceiling']:.4f}",
             f"{exact['tilted_share']:.4f}", f"{record['final_ess']:.2f}", record["nfe"],
-            record["reward_calls"],
+            record["samples_scored"],
         ])
     header = ["K", "method", "best rate", "weighted", "pooled", "best-of-K exact",
               "tilted exact", "final ESS", "NFE", "samples scored"]

@@ -3,7 +3,9 @@
     apt-get install fortunes && python scripts/train_text_model.py
 
 Reads every fortune file under /usr/share/games/fortunes (entries separated by ``%`` lines),
-keeps entries of 1..4 lines, folds whitespace, trains a byte-level BPE tokenizer (2,048 tokens
+keeps entries of 1..4 lines, folds whitespace, drops the entries the steering judge of `bench
+text` flags (alt-profanity-check P(toxic) > 0.5, ``--drop-flagged``) so that the attribute stays
+rare in the model's samples, trains a byte-level BPE tokenizer (2,048 tokens
 including the specials) and a small bidirectional transformer (fksteer.embedded.text_model)
 with the MDLM objective. Writes model.safetensors (float16), tokenizer.json, config.json and
 training.json into src/fksteer/embedded/weights/fortunes-mdlm. Seeded and deterministic on one
@@ -46,6 +48,18 @@ def read_fortunes(directory: Path = FORTUNES) -> list[str]:
     return entries
 
 
+def drop_flagged(texts: list[str], threshold: float) -> tuple[list[str], int]:
+    """``texts`` without those the steering judge flags (P(toxic) > ``threshold``), and how many
+    were dropped. The judge (alt-profanity-check) reads whole entries, as it reads samples."""
+    if threshold >= 1.0:
+        return texts, 0
+    from profanity_check import predict_prob
+
+    probabilities = predict_prob(texts)
+    kept = [text for text, p in zip(texts, probabilities, strict=True) if p <= threshold]
+    return kept, len(texts) - len(kept)
+
+
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -67,13 +81,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--drop-flagged", type=float, default=0.5, metavar="P",
+        help="drop the entries alt-profanity-check gives P(toxic) > P (the steering judge of "
+        "`bench text`), so that the attribute is rare in the model's samples; 1 keeps all",
+    )
     parser.add_argument("--out", type=Path, default=TEXT_MODEL_DIR)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     start = time.time()
 
-    texts = read_fortunes()
+    texts, dropped = drop_flagged(read_fortunes(), args.drop_flagged)
     tokenizer = train_tokenizer(texts, args.vocab_size)
     pad, eos, mask = (tokenizer.token_to_id(SPECIAL[k]) for k in ("pad", "eos", "mask"))
     rows = []
@@ -81,7 +100,8 @@ def main() -> None:
         ids = encoding.ids[: MAX_LEN - 1] + [eos]
         rows.append(ids + [pad] * (MAX_LEN - len(ids)))
     data = torch.tensor(rows, dtype=torch.int64)  # (N, MAX_LEN)
-    print(f"{len(texts)} entries, tokenizer and data in {time.time() - start:.0f}s", flush=True)
+    print(f"{len(texts)} entries ({dropped} flagged dropped), tokenizer and data in "
+          f"{time.time() - start:.0f}s", flush=True)
 
     architecture = {"vocab_size": tokenizer.get_vocab_size(), "max_len": MAX_LEN, "mask_id": mask,
                     "dim": 128, "depth": 4, "heads": 4, "dropout": 0.1}
@@ -128,7 +148,9 @@ def main() -> None:
     tokenizer.save(str(args.out / "tokenizer.json"))
     config = {"architecture": architecture, "special_tokens": SPECIAL}
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    report = {"entries": len(texts), "steps": args.steps, "batch_size": args.batch_size,
+    report = {"entries": len(texts), "dropped_flagged": dropped,
+              "drop_flagged_above": args.drop_flagged, "steps": args.steps,
+              "batch_size": args.batch_size,
               "lr": args.lr, "seed": args.seed,
               "parameters": sum(p.numel() for p in model.parameters()),
               "loss_every_250_steps": [sum(losses[i : i + 250]) / 250

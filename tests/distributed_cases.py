@@ -142,6 +142,6 @@ def result_record(result) -> dict:
         "ancestors": [step.ancestors for step in result.trace],
         "ess": [step.ess for step in result.trace],
         "nfe": result.nfe,
-        "reward_calls": result.reward_calls,
+        "samples_scored": result.samples_scored,
         "prompts": list(result.prompts),
     }

@@ -53,6 +53,16 @@ def test_record_file_drops_a_torn_last_line(tmp_path):
     assert [json.loads(line)["name"] for line in path.read_text().splitlines()] == ["a", "b"]
 
 
+def test_record_file_reads_older_files_under_the_current_field_names(tmp_path):
+    path = tmp_path / "results.jsonl"
+    old = {"method": "fk", "seed": 0, "nfe": 8, "reward_calls": 10, "reward_calls_per_run": 5}
+    path.write_text(json.dumps(old) + "\n")
+    records = RecordFile(path, ["method", "seed"])
+    assert records.records == [{"method": "fk", "seed": 0, "nfe": 8, "samples_scored": 10,
+                                "samples_scored_per_run": 5}]
+    assert records.done(method="fk", seed=0)
+
+
 def test_mean_and_ci():
     mean, half_width = mean_and_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and abs(half_width - 1.96 / 3**0.5) < 1e-12

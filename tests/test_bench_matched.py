@@ -37,10 +37,10 @@ def test_image_bench_runs_the_searches_at_matched_nfe(tmp_path):
         for method in bench.methods:
             assert by[method, index]["nfe"] == base["nfe"] == STEPS * 2
         for method in ("svdd", "beam"):  # chosen at steps 1 .. 3 and the end, 2 rows each
-            assert by[method, index]["reward_calls"] == STEPS * 2
+            assert by[method, index]["samples_scored"] == STEPS * 2
             assert by[method, index]["kept"] == 1
         # CoDe with one block over all steps: best of the same two chains as best-of-N
-        assert by["code", index]["reward_calls"] == 2
+        assert by["code", index]["samples_scored"] == 2
         assert by["code", index]["reward_best"] == by["best_of_n", index]["reward_best"]
     report = (tmp_path / "report.md").read_text()
     assert "## Matched NFE: which method wins at each budget" in report
@@ -56,7 +56,7 @@ def test_text_bench_runs_the_searches_at_matched_nfe(tmp_path):
     by = {(r["method"], r["prompt_index"]): r for r in lines(tmp_path / "results.jsonl")}
     for index in range(2):
         assert {by[m, index]["nfe"] for m in bench.methods} == {STEPS * 2}
-        assert by["beam", index]["reward_calls"] == STEPS * 2
+        assert by["beam", index]["samples_scored"] == STEPS * 2
         assert by["code", index]["reward_best"] == by["best_of_n", index]["reward_best"]
     assert set(summary["winners"]) == {"heldout_rate_draw", "steer_rate_draw", "reward_draw"}
 

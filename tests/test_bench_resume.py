@@ -112,3 +112,17 @@ def test_text_suite_refuses_other_steps_naming_both_values(tmp_path, capsys):
     assert run_cli(args, capsys)[0] == 0
     code, _, err = run_cli([*args, "--lmbda", "3"], capsys)
     assert code == 2 and "lmbda is 10.0 there and 3.0 here" in err
+
+
+def test_text_suite_refuses_a_folder_measured_on_other_weights(tmp_path, capsys):
+    """The config records a digest of the model's weight files: results of a retrained model are
+    never mixed with the shipped one's, although every option is the same."""
+    args = ["bench", "text", "--quick", "--perplexity", "off", "--prompts", "You will",
+            "--methods", "base", "--out", tmp_path]
+    assert run_cli(args, capsys)[0] == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert len(config["model_weights"]) == 16 and config["model"] == "embedded"
+    config["model_weights"] = "0" * 16  # as if written by other weights
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "model_weights" in err and "0" * 16 in err

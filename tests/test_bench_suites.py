@@ -85,14 +85,14 @@ def test_quick_text_lines_and_invariants(quick_all):
         for x0 in bench.x0_samples:
             fk = by["fk", x0, index]
             assert fk["nfe"] == base["nfe"]  # equal denoiser cost
-            assert fk["reward_calls"] > base["reward_calls"]
+            assert fk["samples_scored"] > base["samples_scored"]
         for record in (base, best_of_n):
             for field in ("steer_rate_best", "steer_rate_draw", "heldout_rate_best",
                           "heldout_rate_draw"):
                 assert 0.0 <= record[field] <= 1.0
     # more x0 draws per potential mean more reward calls, not more NFE
     x0_small, x0_large = min(bench.x0_samples), max(bench.x0_samples)
-    assert by["fk", x0_large, 0]["reward_calls"] > by["fk", x0_small, 0]["reward_calls"]
+    assert by["fk", x0_large, 0]["samples_scored"] > by["fk", x0_small, 0]["samples_scored"]
 
 
 def test_text_rates_follow_the_rewards(tmp_path):
@@ -134,7 +134,7 @@ def test_quick_image_lines_and_invariants(quick_all):
             for method in bench.methods:
                 assert by[model, method, index]["nfe"] == base["nfe"]
                 if method.startswith("fk-"):
-                    assert by[model, method, index]["reward_calls"] > base["reward_calls"]
+                    assert by[model, method, index]["samples_scored"] > base["samples_scored"]
     weak, strong = by["weak", "base", 0], by["strong", "base", 0]
     assert strong["unet_parameters"] > 2 * weak["unet_parameters"]
     report = (folder / "report.md").read_text()

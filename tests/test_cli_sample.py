@@ -42,7 +42,7 @@ def test_sample_on_the_embedded_model_writes_images_grids_and_records(tmp_path, 
     assert all((out / r["path"]).is_file() for r in records)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["log_evidence"]) == 2
-    assert summary["nfe"] == 3 * 4 and summary["reward_calls"] > 0
+    assert summary["nfe"] == 3 * 4 and summary["samples_scored"] > 0
     assert len(summary["trace"]) == 4 and len(summary["trace"][0]["ess"]) == 2
     assert set(summary["seconds"]) == {"model", "reward", "engine"}
     assert set(summary["wall_seconds"]) == {"load", "steer"}
@@ -74,7 +74,7 @@ def test_a_search_method_from_the_command_line(tmp_path, capsys):
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "svdd" and summary["nfe"] == 3 * 2 * 3
-    assert summary["reward_calls"] == 3 * 2 * 3
+    assert summary["samples_scored"] == 3 * 2 * 3
     assert summary["search"] == {"method": "svdd", "candidates": 3, "temperature": 0.5,
                                  "block": 1}
     assert [r["weight"] for r in read_jsonl(out / "results.jsonl")] == [0.5, 0.5]

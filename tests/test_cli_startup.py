@@ -44,3 +44,23 @@ def test_help_exits_0_without_torch():
         "print('torch' in sys.modules, code)\n"
     )
     assert run.stdout.split()[-2:] == ["False", "0"]
+
+
+def test_the_parser_is_built_from_one_small_function_per_command():
+    import ast
+    import inspect
+
+    import fksteer.cli
+    from fksteer.commands import bench
+
+    for module in (fksteer.cli, bench):
+        source = inspect.getsource(module)
+        lines = source.splitlines()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef):
+                first = node.body[0]  # the docstring does not count
+                docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                start = first.end_lineno + 1 if docstring else first.lineno
+                code = [lines[i - 1].strip() for i in range(start, node.end_lineno + 1)]
+                count = sum(1 for line in code if line and not line.startswith("#"))
+                assert count <= 60, (module.__name__, node.name, count)

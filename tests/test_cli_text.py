@@ -93,7 +93,7 @@ def test_text_with_a_beam_search(tmp_path, capsys):
                                "--method", "beam", "--candidates", "2", "--out", out], capsys)
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "beam" and summary["nfe"] == summary["reward_calls"] == 12
+    assert summary["method"] == "beam" and summary["nfe"] == summary["samples_scored"] == 12
     rewards = [r["reward"] for r in read_jsonl(out / "results.jsonl")]
     assert rewards == sorted(rewards, reverse=True)
 

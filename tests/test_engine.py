@@ -218,8 +218,26 @@ def test_reward_is_chunked_to_its_batch_size_and_gets_one_prompt_per_sample():
     assert all(size <= 3 for size, _ in calls)
     per_pass = [prompt for _, prompts in calls[:3] for prompt in prompts]
     assert per_pass == ["a"] * 4 + ["b"] * 4
-    assert result.reward_calls == 4 * 8  # three scoring steps and the final one
+    assert result.samples_scored == 4 * 8  # three scoring steps and the final one
     assert result.nfe == 5 * 8
+
+
+def test_samples_scored_counts_samples_and_reward_calls_is_its_deprecated_name():
+    calls = []
+
+    def reward(samples, prompts):
+        calls.append(len(samples))
+        return samples[:, 0]
+
+    reward.batch_size = 5  # several calls per scoring step: the count is of samples, not calls
+    config = FKConfig(num_particles=4, resample_every=2)  # scores steps 0, 2, 4 of 5, and x_0
+    result = steer(RandomWalk(num_steps=5), reward, config, prompts=["a", "b"],
+                   generator=torch.Generator().manual_seed(0))
+    assert result.samples_scored == sum(calls) == 4 * 8 and len(calls) == 4 * 2
+    with pytest.deprecated_call(match="samples_scored"):
+        assert result.reward_calls == result.samples_scored
+    summary = result.summary()
+    assert summary["samples_scored"] == summary["reward_calls"] == 32  # the old key, one release
 
 
 def test_reward_gets_none_without_prompts():
@@ -315,7 +333,7 @@ def test_baselines_weights_and_evidence():
     base, best, importance = run("base"), run("best_of_n"), run("importance")
     assert torch.equal(base.samples, best.samples) and torch.equal(base.samples, importance.samples)
     for result in (base, best, importance):
-        assert result.reward_calls == 3 * 16  # the final rewards only
+        assert result.samples_scored == 3 * 16  # the final rewards only
         torch.testing.assert_close(result.log_evidence, log_mean_exp(0.7 * result.rewards))
     torch.testing.assert_close(base.weights, torch.full((3, 16), 1 / 16, dtype=torch.float64))
     assert torch.equal(best.best, best.rewards.argmax(1))
@@ -333,7 +351,7 @@ def test_fk_result_fields_and_trace():
     assert result.log_evidence.shape == (2,)
     assert [step.scored for step in result.trace] == [False, True, False, True, False, True, True]
     assert result.trace[-1].step == 6
-    assert result.reward_calls == 4 * 16
+    assert result.samples_scored == 4 * 16
     best = result.best_samples()
     assert best.shape == (2, 2)
     drawn = result.draw(torch.Generator().manual_seed(0))
@@ -388,7 +406,7 @@ def test_model_with_several_predictions_gets_one_reward_call_for_all_of_them():
                    prompts=["a", "b"], generator=torch.Generator().manual_seed(0))
     assert calls[0] == (12, ["a"] * 6 + ["b"] * 6)  # step 0: 2 groups x 3 particles x 2
     assert calls[-1][0] == 6  # the final sample: one per particle
-    assert result.reward_calls == 12 + 12 + 6
+    assert result.samples_scored == 12 + 12 + 6
 
     class DecodesOnePerParticle(TwoPredictions):
         def decode(self, clean, final):
@@ -452,7 +470,7 @@ def test_particle_system_takes_rewards_computed_by_the_driver():
     assert all(torch.equal(a, b) for a, b in zip(first[:2], second[:2], strict=True))
     assert torch.equal(first[2].log_weights, second[2].log_weights)
     assert torch.equal(first[2].log_evidence, second[2].log_evidence)
-    assert first[2].reward_calls == second[2].reward_calls == 24
+    assert first[2].samples_scored == second[2].samples_scored == 24
     system = ParticleSystem(first_coordinate, config, num_steps=2,
                             generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="expects 4"):

@@ -133,7 +133,7 @@ def test_a_driver_that_scores_without_recording_gets_an_error():
 def test_the_plan_counts_guided_steps_twice_and_never_scores_baselines():
     config = FKConfig(num_particles=4, lmbda=2.0, guidance=0.5, resample_start=1)
     plan = StepPlan(config, num_steps=4, method="fk", num_particles=8)
-    assert [plan.scores(i) for i in range(4)] == [False, True, True, True]
+    assert [plan.is_scoring_step(i) for i in range(4)] == [False, True, True, True]
     assert plan.guidance_scale(0) == 0.5 and plan.guidance_scale(4) == 0.0
     assert plan.evaluations(guided=True) == 16 and plan.evaluations(guided=False) == 8
     assert not StepPlan(config, 4, "best_of_n", 8).scoring_steps

@@ -381,5 +381,5 @@ def test_table_with_several_predictions_per_particle(potential):
     result = steer(model, count_of_token_two, config, prompts=list(range(GROUPS)),
                    generator=torch.Generator().manual_seed(55))
     scored = [step for step in result.trace[:-1] if step.scored]
-    assert result.reward_calls == GROUPS * config.num_particles * (3 * len(scored) + 1)
+    assert result.samples_scored == GROUPS * config.num_particles * (3 * len(scored) + 1)
     check_table(model.model, result)

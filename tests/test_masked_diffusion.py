@@ -283,7 +283,7 @@ def test_each_scoring_step_scores_m_draws_per_particle_in_one_reward_call():
     result = steer(model, reward, FKConfig(num_particles=5, resample_every=2),
                    prompts=[None, None], generator=seeded(0))
     assert batches == [2 * 5 * 3, 2 * 5 * 3, 2 * 5]  # steps 0 and 2, then the final samples
-    assert result.reward_calls == sum(batches)
+    assert result.samples_scored == sum(batches)
 
 
 # -- prompts and decoding --------------------------------------------------------------------------

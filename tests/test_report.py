@@ -222,6 +222,16 @@ def test_the_report_is_rebuilt_from_the_folder_alone(sample_run, tmp_path):
     assert {"evidence", "lambda", "timing", *SECTIONS} <= _page(copy).ids
 
 
+def test_a_folder_written_before_the_rename_of_reward_calls_shows_its_count(sample_run, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(sample_run, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    count = summary.pop("samples_scored")
+    (copy / "summary.json").write_text(json.dumps(summary))  # "reward_calls" only, as before
+    assert _cli(["report", copy]) == 0
+    assert f"samples scored {count}" in (copy / "report.html").read_text()
+
+
 def test_a_collapsed_run_shows_ess_at_one_and_one_lineage(tmp_path):
     pytest.importorskip("diffusers")
     out = tmp_path / "collapsed"

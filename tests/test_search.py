@@ -73,9 +73,9 @@ def test_denoiser_and_reward_evaluations_match_each_definition(
     model, reward = CountingWalk(num_steps=STEPS), CountingReward()
     result = run(method, model=model, reward=reward)
     assert model.rows_predicted == result.nfe == expected_nfe
-    assert reward.scored == result.reward_calls == expected_rewards
+    assert reward.scored == result.samples_scored == expected_rewards
     summary = result.summary()
-    assert (summary["nfe"], summary["reward_calls"]) == (expected_nfe, expected_rewards)
+    assert (summary["nfe"], summary["samples_scored"]) == (expected_nfe, expected_rewards)
     assert result.samples.shape == (GROUPS, 4, 2) and result.rewards.shape == (GROUPS, 4)
 
 
@@ -99,7 +99,7 @@ def test_code_with_one_block_over_all_steps_is_best_of_n():
     assert torch.equal(code.samples[:, 0], best_of_n.samples[groups, best_of_n.best])
     assert torch.equal(code.rewards[:, 0], best_of_n.rewards.amax(dim=1))
     assert code.nfe == best_of_n.nfe
-    assert code.reward_calls == best_of_n.reward_calls
+    assert code.samples_scored == best_of_n.samples_scored
 
 
 def test_beam_keeps_the_top_k_of_the_final_candidates():

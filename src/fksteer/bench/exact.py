@@ -17,7 +17,7 @@ group each, all in one batched call) and records, averaged over the runs:
   ``best_reward`` (best-of-N's quantity: the highest final reward), ``weighted_reward``.
 
 All methods use the same sampler and the same number of denoiser evaluations (NFE) for a given
-N; FK additionally scores intermediate predictions (``reward_calls``).
+N; FK additionally scores intermediate predictions (``samples_scored``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def run_one(
         "best_reward": float(best.mean()),
         "weighted_reward": float((result.weights * result.rewards).sum(dim=1).mean()),
         "nfe_per_run": result.nfe // bench.replicas,
-        "reward_calls_per_run": result.reward_calls // bench.replicas,
+        "samples_scored_per_run": result.samples_scored // bench.replicas,
         "seconds": seconds,
     }
 

@@ -208,7 +208,7 @@ class _ImageUnits:
                 "kept": kept,
                 "log_evidence": float(result.log_evidence[g]),
                 "nfe": result.nfe // groups,
-                "reward_calls": result.reward_calls // groups,
+                "samples_scored": result.samples_scored // groups,
                 "seconds": seconds / groups,
                 "seconds_per_particle": seconds / groups / k,
                 "model_seconds": parts["model"], "reward_seconds": parts["reward"],
@@ -229,7 +229,7 @@ def _units(bench: ImageBenchConfig) -> list[dict[str, Any]]:
 
 
 METRICS = ("reward_best", "reward_draw", "judge_best", "judge_draw", "judge_particle",
-           "diversity", "ess", "nfe", "reward_calls", "seconds", "seconds_per_particle",
+           "diversity", "ess", "nfe", "samples_scored", "seconds", "seconds_per_particle",
            "unet_parameters")
 
 
@@ -249,7 +249,7 @@ def summarise(bench: ImageBenchConfig, records: list[dict]) -> tuple[str, dict]:
                     format_cell(cell["judge_best"], percent=True),
                     format_cell(cell["judge_draw"], percent=True),
                     format_cell(cell["diversity"]), format_cell(cell["ess"]),
-                    format_cell(cell["nfe"]), format_cell(cell["reward_calls"]),
+                    format_cell(cell["nfe"]), format_cell(cell["samples_scored"]),
                     format_cell(cell["seconds"]),
                 ])
     prompts = len(bench.classes) * bench.repeats
@@ -287,7 +287,7 @@ def summarise(bench: ImageBenchConfig, records: list[dict]) -> tuple[str, dict]:
                 compute_rows.append(["weak", method, k, format_cell(cell["judge_draw"], True),
                                      format_cell(cell["judge_best"], True),
                                      format_cell(cell["seconds"]), format_cell(cell["nfe"]),
-                                     format_cell(cell["reward_calls"])])
+                                     format_cell(cell["samples_scored"])])
     if compute_rows:
         parameters = {size: seed_cell(records, {"model": size}, "unet_parameters")
                       for size in bench.models}

@@ -5,6 +5,11 @@
 A run writes one JSON line per completed unit of work. Lines are appended whole and flushed with
 fsync, so an interrupted run leaves complete lines only (a torn last line is dropped on reading);
 rerunning the same command skips the units already recorded.
+
+It is the one records module: :func:`write_json` (atomic, NaN and infinities as null) and
+:func:`write_jsonl` are the writers of every folder fksteer writes, run folders included
+(:mod:`fksteer.commands.run_folder` re-exports them). It imports nothing from fksteer, so the
+commands and the suites both sit above it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,58 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fksteer.commands.run_folder import write_json  # one JSON writer for every folder
-
 __all__ = [
-    "RecordFile", "write_json", "markdown_table", "mean_and_ci", "mean_and_t_ci", "counted",
-    "check_counts",
+    "RecordFile", "write_json", "write_jsonl", "clean_json", "finite", "markdown_table",
+    "mean_and_ci", "mean_and_t_ci", "counted", "check_counts", "RENAMED_FIELDS",
 ]
+
+#: Fields of records written before a rename -> their current name: a record read from an older
+#: file is given the current names, so a suite resumes (and reports) from files of either age.
+RENAMED_FIELDS = {
+    "reward_calls": "samples_scored",
+    "reward_calls_per_run": "samples_scored_per_run",
+}
+
+
+def current_names(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the fields of :data:`RENAMED_FIELDS` under their current names."""
+    if not any(old in record for old in RENAMED_FIELDS):
+        return record
+    return {RENAMED_FIELDS.get(name, name): value for name, value in record.items()}
+
+
+def finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: those become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def clean_json(value: Any) -> Any:
+    """``value`` with every float NaN or infinity (in dicts, lists, tuples) replaced by None."""
+    if isinstance(value, float):
+        return finite(value)
+    if isinstance(value, dict):
+        return {key: clean_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(item) for item in value]
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON (NaN and infinities as null), atomically: a temporary
+    file beside it, then a rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(clean_json(data), indent=2, default=str) + "\n")
+    temporary.replace(path)
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines (NaN and infinities as null)."""
+    with open(path, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(clean_json(record), default=str) + "\n")
 
 
 class RecordFile:
@@ -40,7 +91,7 @@ class RecordFile:
             with self.path.open() as handle:
                 for line in handle:
                     try:
-                        self.records.append(json.loads(line))
+                        self.records.append(current_names(json.loads(line)))
                     except json.JSONDecodeError:
                         torn = True  # cut by an interruption: it and anything after are redone
                         break

@@ -4,7 +4,9 @@
     run_text_bench(TextBenchConfig(), "runs/bench-text")
 
 The FK steering paper's text claim in miniature: steer the embedded English model
-(:func:`fksteer.embedded.minilm_text.load_minilm_text_model`) towards toxicity, a rare attribute
+(:func:`fksteer.embedded.text_model.load_text_model`, trained on fortunes; ``model=
+"embedded-minilm"`` steers :func:`fksteer.embedded.minilm_text.load_minilm_text_model`) towards
+toxicity, a rare attribute
 of its samples, and judge the result twice:
 
 - the *steering judge*: alt-profanity-check's P(toxic) (the ``toxicity`` reward, which is also
@@ -301,7 +303,7 @@ class _TextUnits:
                     "kept": result.num_particles,
                     "log_evidence": float(result.log_evidence[g]),
                     "nfe": result.nfe // len(prompts),
-                    "reward_calls": result.reward_calls // len(prompts),
+                    "samples_scored": result.samples_scored // len(prompts),
                     "seconds": seconds / len(prompts),
                     "text_best": texts[g][b], "text_draw": texts[g][d],
                 }
@@ -335,7 +337,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
         summary["base_rate"][name] = seed_cell(base, {}, metric)
     parts = [
         "# bench text: steering the embedded masked text model towards a rare attribute\n\n",
-        f"Model: the embedded fortunes masked diffusion model, {bench.seq_len} tokens, "
+        f"Model: {MODEL_NAMES[bench.model]}, {bench.seq_len} tokens, "
         f"{bench.num_steps} steps. Prompts: {len(bench.prompts)} openings x {bench.repeats} "
         f"repeats = {len(bench.prompts) * bench.repeats} groups per run; seeds: {bench.seeds}. "
         f"Steering reward and steering judge: `{bench.steering_judge}` (attribute: score > "
@@ -367,7 +369,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
             where = {"method": method, "num_x0_samples": x0, "num_particles": k}
             cells = {metric: seed_cell(records, where, metric) for metric, _ in RATE_COLUMNS}
             for metric in ("distinct_1", "distinct_2", "distinct_3", "ess", "nfe",
-                           "reward_calls", "seconds", "reward_best", "reward_draw"):
+                           "samples_scored", "seconds", "reward_best", "reward_draw"):
                 cells[metric] = seed_cell(records, where, metric)
             for metric in ("nll_best", "nll_draw"):
                 cells["ppl" + metric[3:]] = seed_cell(records, where, metric, math.exp)
@@ -384,7 +386,7 @@ def summarise(bench: TextBenchConfig, records: list[dict], note: str) -> tuple[s
                 format_cell(cells["ppl_best"], digits=4), format_cell(cells["ppl_draw"], digits=4),
                 format_cell(cells["distinct_1"]), format_cell(cells["distinct_2"]),
                 format_cell(cells["distinct_3"]), format_cell(cells["ess"]),
-                format_cell(cells["nfe"]), format_cell(cells["reward_calls"]),
+                format_cell(cells["nfe"]), format_cell(cells["samples_scored"]),
                 format_cell(cells["seconds"]),
             ])
         parts.append(f"\n## K = {k}\n\n" + markdown_table(
@@ -458,12 +460,33 @@ def plot(bench: TextBenchConfig, summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
+#: What each ``TextBenchConfig.model`` steers, as the report names it.
+MODEL_NAMES = {"embedded": "the embedded fortunes masked diffusion model",
+               "embedded-minilm": "the embedded MiniLM masked diffusion model (a delta over "
+                                  "all-MiniLM-L6-v2)"}
+
+
+def weights_digest(model: str) -> str:
+    """The first 16 hex digits of the SHA-256 of the model's shipped weight files, recorded in
+    config.json so that a folder measured on other weights (a retrained model) is never resumed."""
+    import hashlib
+
+    from fksteer.embedded.minilm_text import MINILM_TEXT_DIR
+    from fksteer.embedded.text_model import TEXT_MODEL_DIR
+
+    directory = MINILM_TEXT_DIR if model == "embedded-minilm" else TEXT_MODEL_DIR
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def run_text_bench(bench: TextBenchConfig, out_dir: str | Path, progress=None) -> dict:
     """Run (or resume) the suite into ``out_dir``; returns the summary dict."""
     out_dir = Path(out_dir)
     perplexity = _Perplexity(bench.perplexity)
     config = {"bench": "text", **asdict(bench), "perplexity_note": perplexity.note,
-              "model": "embedded fortunes masked diffusion model",
+              "model": bench.model, "model_weights": weights_digest(bench.model),
               "fk_config": {f"K={k}": bench.fk_config(k).to_dict() for k in bench.particles},
               "machine": machine_info()}
     communicator = Communicator.current()

@@ -80,7 +80,7 @@ def _run_methods(problem, config: FKConfig, num_runs: int, seed: int) -> tuple[s
             # converges to log Z (the mean of log Z_hat is biased low by Jensen's inequality)
             "log_evidence": float(log_mean_exp(result.log_evidence)),
             "final_ess": float(result.ess.mean()),
-            "reward_calls_per_run": result.reward_calls // num_runs,
+            "samples_scored_per_run": result.samples_scored // num_runs,
             "seconds": sum(result.seconds.values()),
         }
         summary[method] = row

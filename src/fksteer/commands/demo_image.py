@@ -89,7 +89,7 @@ def run_image_demo(
             "judge_accuracy_draw": float((weights * correct).sum(1).mean()),
             "seconds": seconds,
             "nfe": result.nfe,
-            "reward_calls": result.reward_calls,
+            "samples_scored": result.samples_scored,
             "log_evidence": result.log_evidence.tolist(),
             "final_ess": result.ess.tolist(),
         }

@@ -9,15 +9,18 @@
 ``fksteer report`` rebuilds a run's genealogy and traces from. ``environment`` (the machine and
 the versions) and ``reproduce_command`` (the command line that reruns a run) go into
 config.json.
+
+The JSON writers themselves (atomic, NaN-safe) are :mod:`fksteer.bench.records`'s, re-exported
+here: the one records module, below both the commands and the suites (bench never imports
+commands).
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from fksteer.bench.records import clean_json, finite, write_json, write_jsonl
 
 __all__ = [
     "run_summary",
@@ -34,22 +37,6 @@ __all__ = [
 
 #: The per-step trace of a run folder (one JSON line per step).
 TRACE_FILE = "trace.jsonl"
-
-
-def finite(value: float) -> float | None:
-    """JSON has no NaN or infinity: those become null."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return finite(value)
-    if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(item) for item in value]
-    return value
 
 
 #: The fields of each step that summary.json keeps (trace.jsonl keeps them all).
@@ -173,21 +160,4 @@ def run_summary(result: Any, prompts: list[Any], timings: dict[str, float]) -> d
     summary["prompts"] = ["" if prompt is None else str(prompt) for prompt in prompts]
     summary["wall_seconds"] = timings
     summary["trace"] = trace_records(result)
-    return _clean(summary)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON (NaN and infinities as null), atomically: a temporary
-    file beside it, then a rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
-    temporary.replace(path)
-
-
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write ``records`` as JSON lines (NaN and infinities as null)."""
-    with open(path, "w") as handle:
-        for record in records:
-            handle.write(json.dumps(_clean(record), default=str) + "\n")
+    return clean_json(summary)

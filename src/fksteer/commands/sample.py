@@ -198,7 +198,7 @@ def _report(values, prompts, result, timings) -> str:
 
     lines = [f"{values['method']} on {values['model']}: {counted(len(prompts), 'prompt')} x "
              f"{counted(result.num_particles, 'particle')}, NFE {result.nfe}, samples scored "
-             f"by the reward {result.reward_calls}, {timings['steer']:.1f} s"]
+             f"by the reward {result.samples_scored}, {timings['steer']:.1f} s"]
     for group, prompt in enumerate(prompts):
         best = int(result.best[group])
         lines.append(f"  {_text(prompt)!r}: best reward {float(result.rewards[group, best]):.3f}, "

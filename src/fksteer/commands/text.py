@@ -72,7 +72,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
 def load_text_runner(values: dict[str, Any], device: torch.device, dtype: torch.dtype):
     """The MaskedDiffusionModel that ``--model`` names; errors name --model and the fix."""
     from fksteer.commands.image_models import looks_like_path
-    from fksteer.integrations.masked_diffusion import MaskedDiffusionModel, TransformersDenoiser
+    from fksteer.integrations.masked import MaskedDiffusionModel, TransformersDenoiser
 
     name = values["model"]
     sizes = {"seq_len": values["seq_len"], "num_steps": values["steps"],

@@ -137,9 +137,9 @@ def load_text_model(
 
     Generated text stops at the first end-of-text token; the special tokens (mask, pad,
     end-of-text) decode to nothing. ``options`` go to
-    :class:`~fksteer.integrations.masked_diffusion.MaskedDiffusionModel`.
+    :class:`~fksteer.integrations.masked.MaskedDiffusionModel`.
     """
-    from fksteer.integrations.masked_diffusion import MaskedDiffusionModel
+    from fksteer.integrations.masked import MaskedDiffusionModel
 
     denoiser = load_denoiser(directory)
     tokenizer = load_tokenizer(directory)

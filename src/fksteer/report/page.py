@@ -150,10 +150,11 @@ def _config_block(label: str, config: dict[str, Any]) -> dict[str, str]:
 
 def _subtitle(run: RunData) -> str:
     config, summary = run.config, run.summary
+    scored = summary.get("samples_scored", summary.get("reward_calls", "?"))  # or its old name
     parts = [f"{summary.get('method', '?')} on {config.get('model', '?')}",
              f"reward {config.get('reward', '?')}",
              f"{run.num_groups} prompts x {run.num_particles} particles",
-             f"NFE {summary.get('nfe', '?')}", f"reward calls {summary.get('reward_calls', '?')}"]
+             f"NFE {summary.get('nfe', '?')}", f"samples scored {scored}"]
     steer = (summary.get("wall_seconds") or {}).get("steer")
     if steer is not None:
         parts.append(f"{steer:.1f} s steering")

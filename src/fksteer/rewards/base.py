@@ -175,6 +175,18 @@ class RewardModel:
 
     name: str = "reward"
 
+    #: The class the operators build (``a + b``, ``2 * a``): the subclass declared with
+    #: ``sums_rewards=True``, :class:`fksteer.rewards.compose.WeightedSum`, which the package
+    #: imports with this module; so this module imports nothing from the layers above it.
+    _sum_class: Any = None
+
+    def __init_subclass__(cls, *, sums_rewards: bool = False, **kwargs: Any) -> None:
+        """``class WeightedSum(RewardModel, sums_rewards=True)`` makes it the class the reward
+        algebra builds."""
+        super().__init_subclass__(**kwargs)
+        if sums_rewards:
+            RewardModel._sum_class = cls
+
     def __init__(self, *, batch_size: int | None = None, device: str | torch.device | None = None):
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(
@@ -255,10 +267,14 @@ class RewardModel:
         return call
 
     # -- algebra: weighted sums of rewards -------------------------------------------------
-    def __add__(self, other: Any) -> Any:
-        from fksteer.rewards.compose import WeightedSum
+    def _weighted(self, weight: float) -> Any:
+        """``weight`` times this reward, as a one-term weighted sum."""
+        if RewardModel._sum_class is None:  # only while fksteer.rewards itself is importing
+            raise RuntimeError("rewards add and scale once fksteer.rewards is imported.")
+        return RewardModel._sum_class.of(self, weight)
 
-        return WeightedSum.of(self, 1.0) + other
+    def __add__(self, other: Any) -> Any:
+        return self._weighted(1.0) + other
 
     def __radd__(self, other: Any) -> Any:
         if other == 0:  # sum([a, b, c]) starts from 0
@@ -266,9 +282,7 @@ class RewardModel:
         return self.__add__(other)
 
     def __mul__(self, weight: float) -> Any:
-        from fksteer.rewards.compose import WeightedSum
-
-        return WeightedSum.of(self, weight)
+        return self._weighted(weight)
 
     __rmul__ = __mul__
 

@@ -12,6 +12,12 @@ sum of their costs and no more. The last values of every component are kept in
 
 A NaN from any component makes the result NaN, and -inf with a positive weight makes it -inf: the
 engine then discards that sample, as the component asked. A zero weight drops the component.
+
+:func:`as_reward` turns whatever a component is given as (a reward, a registry name or spec, a
+mapping of weights, a callable) into a reward; it lives here, beside :class:`WeightedSum`, since a
+mapping becomes one. :class:`WeightedSum` declares itself the class the operators of
+:class:`~fksteer.rewards.base.RewardModel` build (``sums_rewards=True``), so ``base`` needs
+nothing from this module: imports point down, ``compose`` -> ``names`` -> ``base``.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from typing import Any
 
 import torch
 
-from fksteer.rewards.base import RewardModel
+from fksteer.rewards.base import FunctionReward, RewardModel
+from fksteer.rewards.names import build_named
 
-__all__ = ["Combination", "WeightedSum", "weighted_sum"]
+__all__ = ["Combination", "WeightedSum", "as_reward", "weighted_sum"]
 
 _REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sum": lambda v: v.sum(dim=1),
@@ -44,10 +51,21 @@ def _component_name(reward: Any, used: set[str]) -> str:
     return name
 
 
-def _as_reward(reward: Any) -> RewardModel:
-    from fksteer.rewards.registry import as_reward
-
-    return as_reward(reward)
+def as_reward(reward: Any) -> RewardModel:
+    """Turn a name, a spec, a mapping of weights, or any callable into a :class:`RewardModel`."""
+    if isinstance(reward, RewardModel):
+        return reward
+    if isinstance(reward, str):
+        return as_reward(build_named(reward))
+    if isinstance(reward, Mapping):
+        return WeightedSum(reward)
+    if callable(reward):
+        return FunctionReward(reward)
+    raise TypeError(
+        f"a reward is a registry name, a 'package.module:function' spec, a mapping "
+        f"{{reward: weight}} or a callable (samples, prompts) -> floats: got "
+        f"{type(reward).__name__}."
+    )
 
 
 def _score_all(
@@ -57,7 +75,7 @@ def _score_all(
     return torch.stack(columns, dim=1)  # (B, R)
 
 
-class WeightedSum(RewardModel):
+class WeightedSum(RewardModel, sums_rewards=True):
     """``offset + sum_i weight_i * reward_i(samples, prompts)``.
 
     ``terms``: a mapping ``{reward: weight}`` or a sequence of ``(reward, weight)`` pairs, where a
@@ -87,7 +105,7 @@ class WeightedSum(RewardModel):
             weight = float(weight)
             if weight != weight or weight in (float("inf"), float("-inf")):
                 raise ValueError(f"the weight of {reward!r} is {weight}: weights must be finite.")
-            self.rewards.append(_as_reward(reward))
+            self.rewards.append(as_reward(reward))
             self.weights.append(weight)
         self.offset = float(offset)
         used: set[str] = set()
@@ -166,7 +184,7 @@ class Combination(RewardModel):
         weights: Sequence[float] | None = None,
     ):
         super().__init__(batch_size=None, device="cpu")
-        self.rewards = [_as_reward(r) for r in rewards]
+        self.rewards = [as_reward(r) for r in rewards]
         if not self.rewards:
             raise ValueError("Combination needs at least one reward.")
         if weights is None:

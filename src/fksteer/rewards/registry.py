@@ -7,147 +7,26 @@
     reward = load_reward("mypackage.rewards:brightness")      # any importable callable
     reward = load_reward({"sentiment": 1.0, "toxicity": -1.0})  # a weighted sum
 
-A name maps to a constructor, kept as a ``module:attribute`` string and imported only when that
-reward is loaded (so one missing optional package never breaks the others), and called with the
-keyword arguments. For a ``package.module:attribute`` spec (the module found on ``sys.path`` or
-in the working directory), the attribute is instantiated with the
-keyword arguments when it is a class, called with them when they are given (a factory), and used
-as the reward itself otherwise. Plain callables are wrapped in
+The top of the rewards' layers, the public entry point: names resolve in
+:mod:`fksteer.rewards.names` (a name maps to a constructor, imported only when that reward is
+loaded, so one missing optional package never breaks the others; a ``package.module:attribute``
+spec is found on ``sys.path`` or in the working directory), a mapping of weights becomes a
+:class:`fksteer.rewards.compose.WeightedSum`, and whatever was built goes through
+:func:`fksteer.rewards.compose.as_reward`: plain callables are wrapped in
 :class:`fksteer.rewards.base.FunctionReward`, so every loaded reward chunks, runs under no_grad and
-composes.
+composes. Imports point down only: ``registry`` -> ``compose`` -> ``names`` -> ``base``.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from fksteer.rewards.base import FunctionReward, RewardModel
+from fksteer.rewards.base import RewardModel
+from fksteer.rewards.compose import WeightedSum, as_reward
+from fksteer.rewards.names import available_rewards, build_named, register_reward, reward_modality
 
 __all__ = ["as_reward", "available_rewards", "load_reward", "register_reward", "reward_modality"]
-
-_REGISTRY: dict[str, str | Any] = {
-    "toxicity": "fksteer.rewards.toxicity:Toxicity",
-    "profanity-words": "fksteer.rewards.profanity_words:ProfanityWords",
-    "sentiment": "fksteer.rewards.sentiment:Sentiment",
-    "lm-likelihood": "fksteer.rewards.likelihood:LMLikelihood",
-    "smollm2-likelihood": "fksteer.rewards.likelihood:smollm2_likelihood",
-    "similarity": "fksteer.rewards.similarity:TextSimilarity",
-    "classifier": "fksteer.rewards.classifier:ClassifierLogProb",
-    "hf-classifier": "fksteer.rewards.hf_classifier:SequenceClassifierReward",
-    "clip-score": "fksteer.rewards.clip:CLIPScore",
-    "pickscore": "fksteer.rewards.clip:PickScore",
-    "hpsv2": "fksteer.rewards.clip:HPSv2",
-    "aesthetic": "fksteer.rewards.aesthetic:LAIONAesthetic",
-    "image-reward": "fksteer.rewards.image_reward:ImageReward",
-    "llm-grader": "fksteer.rewards.grader:ChatGrader",
-}
-
-#: What each catalogue reward scores: "text" (a list of str) or "image" (a (B, C, H, W) batch).
-_MODALITIES = {
-    **dict.fromkeys(("toxicity", "profanity-words", "sentiment", "lm-likelihood",
-                     "smollm2-likelihood", "similarity", "hf-classifier", "llm-grader"), "text"),
-    **dict.fromkeys(("classifier", "clip-score", "pickscore", "hpsv2", "aesthetic",
-                     "image-reward"), "image"),
-}
-
-
-def reward_modality(spec: Any) -> str | None:
-    """``"text"`` or ``"image"`` for a catalogue name (known without importing anything), None
-    for anything else (a spec, a registered callable, a mapping)."""
-    return _MODALITIES.get(spec) if isinstance(spec, str) else None
-
-
-def register_reward(name: str, target: str | Any, *, overwrite: bool = False) -> None:
-    """Register ``target`` under ``name`` for :func:`load_reward`.
-
-    ``target`` is a constructor (a class or a factory function, called with the keyword
-    arguments of ``load_reward``), a ``module:attribute`` string naming one (imported on first
-    load), or an already built :class:`RewardModel` (wrap a plain reward function in
-    :class:`fksteer.rewards.base.FunctionReward`).
-    """
-    if not isinstance(name, str) or not name or ":" in name:
-        raise ValueError(f"name={name!r}: a reward name is a non-empty string without ':'.")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"a reward named {name!r} is already registered ({_REGISTRY[name]!r}); pass "
-            "overwrite=True to replace it."
-        )
-    _REGISTRY[name] = target
-
-
-def available_rewards() -> list[str]:
-    """The registered names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def _import_spec(spec: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(
-            f"reward spec {spec!r} is not 'package.module:function'. Registered names: "
-            f"{', '.join(available_rewards())}."
-        )
-    module = _import_module(module_name, spec)
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError as error:
-            raise ValueError(
-                f"reward spec {spec!r}: module {module_name!r} has no attribute {attribute!r}."
-            ) from error
-    return target
-
-
-def _import_module(module_name: str, spec: str) -> Any:
-    """Import ``module_name``; a module or package in the working directory is found too (as
-    ``python -m`` would), so ``mymod:fn`` works beside ``mymod.py`` without PYTHONPATH."""
-    top = module_name.split(".")[0]
-    here = Path.cwd()
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        beside = (here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file()
-        if error.name != top or not beside or str(here) in sys.path:
-            where = (f"it is neither in the working directory ({here}: no {top}.py) nor on "
-                     "PYTHONPATH" if error.name == top else str(error))
-            raise ImportError(f"cannot import {module_name!r} for the reward {spec!r}: "
-                              f"{where}.") from error
-    except Exception as error:  # the module's own code failed: quote it for its author
-        raise ImportError(f"importing {module_name!r} for the reward {spec!r} raised "
-                          f"{type(error).__name__}: {error}") from error
-    sys.path.insert(0, str(here))
-    return _import_module(module_name, spec)
-
-
-def _build(target: Any, kwargs: dict[str, Any], *, constructor: bool) -> Any:
-    if isinstance(target, RewardModel):
-        if kwargs:
-            raise TypeError(f"{target!r} is already built: it takes no keyword arguments.")
-        return target
-    if constructor or inspect.isclass(target) or kwargs:
-        return target(**kwargs)
-    return target
-
-
-def as_reward(reward: Any) -> RewardModel:
-    """Turn a name, a spec, a mapping of weights, or any callable into a :class:`RewardModel`."""
-    if isinstance(reward, RewardModel):
-        return reward
-    if isinstance(reward, (str, Mapping)):
-        return load_reward(reward)
-    if callable(reward):
-        return FunctionReward(reward)
-    raise TypeError(
-        f"a reward is a registry name, a 'package.module:function' spec, a mapping "
-        f"{{reward: weight}} or a callable (samples, prompts) -> floats: got "
-        f"{type(reward).__name__}."
-    )
 
 
 def load_reward(spec: str | Mapping[Any, float] | Any, **kwargs: Any) -> RewardModel:
@@ -156,8 +35,6 @@ def load_reward(spec: str | Mapping[Any, float] | Any, **kwargs: Any) -> RewardM
     Keyword arguments go to the reward's constructor (e.g. ``device``, ``batch_size``, ``model``).
     """
     if isinstance(spec, Mapping):
-        from fksteer.rewards.compose import WeightedSum
-
         if kwargs:
             raise TypeError("load_reward({reward: weight}) takes no keyword arguments.")
         return WeightedSum(spec)
@@ -165,16 +42,4 @@ def load_reward(spec: str | Mapping[Any, float] | Any, **kwargs: Any) -> RewardM
         if kwargs:
             raise TypeError(f"keyword arguments {sorted(kwargs)} need a reward name or spec.")
         return as_reward(spec)
-    if spec in _REGISTRY:
-        target = _REGISTRY[spec]
-        if isinstance(target, str):
-            target = _import_spec(target)
-        built = _build(target, kwargs, constructor=True)
-    elif ":" in spec:
-        built = _build(_import_spec(spec), kwargs, constructor=False)
-    else:
-        raise ValueError(
-            f"unknown reward {spec!r}. Registered names: {', '.join(available_rewards())}; or "
-            "pass 'package.module:function' for any importable callable."
-        )
-    return as_reward(built)
+    return as_reward(build_named(spec, **kwargs))

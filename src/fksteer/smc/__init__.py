@@ -7,7 +7,8 @@ Modules, from the bottom up:
 - ``potentials`` (the potentials, one class each, and their registry), ``rules`` (when a group
   resamples: ``always``, ``ess``), ``resampling`` (the schemes that draw ancestors, and their
   registry): none imports torch at import time, so their names load without it;
-- ``config`` (FKConfig, lambda schedules, validated against those registries);
+- ``tempering`` (tilts chosen during the run: AdaptiveTilt, LargestTilt, GroupSchedule) and
+  ``config`` (FKConfig, lambda schedules, validated against those registries and tilts);
 - ``weights`` (log-space reductions), ``protocol`` (StepModel, GuidedStepModel, Reward, the one
   way to call a reward), ``rows`` (a model's per-particle state, declared once; permuting and
   moving particles derive from it), ``wrapper`` (ModelWrapper, the base of models that wrap

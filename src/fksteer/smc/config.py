@@ -21,7 +21,7 @@ from typing import Any
 from fksteer.smc.potentials import POTENTIALS
 from fksteer.smc.resampling import RESAMPLING_SCHEMES
 from fksteer.smc.rules import RESAMPLING_RULES
-from fksteer.smc.tempering import AdaptiveTilt, GroupSchedule, LargestTilt
+from fksteer.smc.tempering import AdaptiveTilt, GroupSchedule, LargestTilt, fixed_at
 
 #: Tilts that are not one float per step: chosen from the particles, or given per group.
 TILTS = (AdaptiveTilt, LargestTilt, GroupSchedule)
@@ -137,23 +137,14 @@ def lambda_at(lmbda: float | LinearRamp, step: int, num_steps: int) -> float:
             f"{type(lmbda).__name__} has no single lambda per step: the particle system's "
             "Tilts gives each group's value during the run."
         )
-    return _schedule_at(lmbda, step, num_steps, "lambda")
+    return fixed_at(lmbda, step, num_steps, "lambda")
 
 
 def guidance_at(guidance: float | LinearRamp, step: int, num_steps: int) -> float:
     """The reward-guidance strength of the move out of ``step``."""
-    value = _schedule_at(guidance, step, num_steps, "guidance")
+    value = fixed_at(guidance, step, num_steps, "guidance")
     if value < 0:
         raise ValueError(f"the guidance schedule {guidance!r} gave {value} < 0 at step {step}")
-    return value
-
-
-def _schedule_at(schedule: float | LinearRamp, step: int, num_steps: int, name: str) -> float:
-    if isinstance(schedule, (int, float)):
-        return float(schedule)
-    value = float(schedule(step, num_steps))
-    if not math.isfinite(value):
-        raise ValueError(f"the {name} schedule {schedule!r} gave {value} at step {step}")
     return value
 
 

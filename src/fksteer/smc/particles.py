@@ -169,7 +169,7 @@ class ParticleSystem:
         #: the potential's per-particle state along each path, named (G, K) tensors
         self.potential_state = self.potential.initial_state(self.log_weights)
         self.nfe = 0
-        self.reward_calls = 0
+        self.samples_scored = 0
         #: one record per closed step; :func:`~fksteer.smc.result.build_trace` summarises them
         self.records: list[dict[str, Any]] = []
         self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles  # (G, 1)
@@ -180,7 +180,7 @@ class ParticleSystem:
 
     def is_scoring_step(self, step: int) -> bool:
         """Whether a potential applies at ``step`` (always False for the baselines)."""
-        return self.plan.scores(step)
+        return self.plan.is_scoring_step(step)
 
     @torch.no_grad()
     def weigh_and_resample(
@@ -482,7 +482,7 @@ class ParticleSystem:
             log_evidence=self.log_evidence,
             trace=build_trace(self.records, self.num_particles),
             nfe=self.nfe,
-            reward_calls=self.reward_calls,
+            samples_scored=self.samples_scored,
             method=self.method,
             config=self.config,
             prompts=self.group_prompts,
@@ -561,7 +561,7 @@ class ParticleSystem:
                 f"got {rewards.numel()} rewards but the run expects {total} "
                 f"({' x '.join(map(str, shape))})."
             )
-        self.reward_calls += total
+        self.samples_scored += total
         return rewards.reshape(shape)
 
     def _group(self, decoded: Any) -> Any:

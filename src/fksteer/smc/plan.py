@@ -7,7 +7,7 @@ A driver owns a sampling loop and a :class:`~fksteer.smc.particles.ParticleSyste
 from inside a pipeline's loop, and the particle-parallel run of :mod:`fksteer.distributed`. What
 they must agree on is computed here, once:
 
-- which steps score (:meth:`StepPlan.scores`; the baselines never do);
+- which steps score (:meth:`StepPlan.is_scoring_step`; the baselines never do);
 - the scale s_i of reward-gradient guidance in the move out of each step
   (:meth:`StepPlan.guidance_scale`; the particle system multiplies it by each group's tilt:
   :meth:`~fksteer.smc.particles.ParticleSystem.guidance_strength`) and which models can be
@@ -88,7 +88,7 @@ class StepPlan:
         steps = self.config.scoring_steps(self.num_steps) if self.method == "fk" else ()
         object.__setattr__(self, "scoring_steps", frozenset(steps))
 
-    def scores(self, step: int) -> bool:
+    def is_scoring_step(self, step: int) -> bool:
         """Whether an intermediate potential applies at ``step``."""
         return step in self.scoring_steps
 

@@ -16,6 +16,7 @@ particles; all weight and evidence tensors are float64 on the CPU.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,8 +154,9 @@ class SteeringResult:
         trace: one :class:`StepTrace` per step, then one for the final potential.
         nfe: denoiser evaluations, all groups (rows the model evaluated, summed over steps;
             a guided move counts twice).
-        reward_calls: reward evaluations, all groups: samples scored by the reward
-            (intermediate and final).
+        samples_scored: the samples the reward scored, all groups, intermediate and final
+            (one per particle at a scoring step, or one per clean-sample draw; a call of the
+            reward on a batch counts its batch size). ``reward_calls``: its deprecated name.
         method: ``"fk"``, a baseline (``"base"``, ``"best_of_n"``, ``"importance"``) or a
             search (``"svdd"``, ``"code"``, ``"beam"``).
         config: the configuration of the run.
@@ -170,11 +172,22 @@ class SteeringResult:
     log_evidence: torch.Tensor
     trace: tuple[StepTrace, ...]
     nfe: int
-    reward_calls: int
+    samples_scored: int
     method: str
     config: FKConfig
     prompts: Sequence[Any]
     search: SearchConfig | None = None
+
+    @property
+    def reward_calls(self) -> int:
+        """Deprecated name of :attr:`samples_scored` (it counts samples, not calls)."""
+        warnings.warn(
+            "SteeringResult.reward_calls is deprecated: it is samples_scored (the samples the "
+            "reward scored, not its calls).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.samples_scored
 
     @property
     def num_groups(self) -> int:
@@ -247,7 +260,8 @@ class SteeringResult:
                 else [],
             },
             "nfe": self.nfe,
-            "reward_calls": self.reward_calls,
+            "samples_scored": self.samples_scored,
+            "reward_calls": self.samples_scored,  # its deprecated name, for one release
             "seconds": self.seconds,
         }
 
@@ -256,7 +270,7 @@ def concatenate_results(results: Sequence[SteeringResult]) -> SteeringResult:
     """One result holding the groups of ``results`` in order (runs over disjoint groups).
 
     The runs must share the method, the configuration and the number of steps. Per-group
-    tensors are concatenated along the group axis; ``nfe``, ``reward_calls`` and the per-step
+    tensors are concatenated along the group axis; ``nfe``, ``samples_scored`` and the per-step
     seconds are summed (total work, not wall time, when the runs ran in parallel). A step that
     resampled in one run and not in another gets identity ancestors for the latter's groups.
     """
@@ -295,7 +309,7 @@ def concatenate_results(results: Sequence[SteeringResult]) -> SteeringResult:
         log_evidence=torch.cat([result.log_evidence for result in results]),
         trace=trace,
         nfe=sum(result.nfe for result in results),
-        reward_calls=sum(result.reward_calls for result in results),
+        samples_scored=sum(result.samples_scored for result in results),
         method=first.method,
         config=first.config,
         prompts=[prompt for result in results for prompt in result.prompts],

@@ -131,7 +131,7 @@ class _Search:
         self.select = SELECTIONS[search.method]
         self.choosing = frozenset(search.choosing_steps(num_steps))
         self.num_steps = num_steps
-        self.nfe = self.reward_calls = 0
+        self.nfe = self.samples_scored = 0
         self.trace: list[StepTrace] = []
 
     def values(self, decoded: Any, step: int, reward: Reward) -> torch.Tensor:
@@ -143,7 +143,7 @@ class _Search:
         if bool((values == math.inf).any()):
             raise ValueError(f"the reward returned +inf at step {step}: rewards must be finite, "
                              "or NaN/-inf to discard a sample.")
-        self.reward_calls += values.numel()
+        self.samples_scored += values.numel()
         return values.reshape(self.G, self.K, self.M)
 
     def keep(self, values: torch.Tensor) -> torch.Tensor:
@@ -273,7 +273,7 @@ def _finish(model: StepModel, run: _Search, state: Any) -> SteeringResult:
         log_evidence=torch.full((G,), math.nan, dtype=torch.float64),
         trace=tuple(run.trace),
         nfe=run.nfe,
-        reward_calls=run.reward_calls,
+        samples_scored=run.samples_scored,
         method=run.search.method,
         config=run.config,
         prompts=run.group_prompts,

@@ -82,10 +82,23 @@ __all__ = [
     "adaptive_increment",
     "largest_tilt",
     "schedule_of",
+    "fixed_at",
 ]
 
 #: Bisection halvings: the interval shrinks by 2^-60, below float64 resolution of lambda.
 BISECTION_STEPS = 60
+
+
+def fixed_at(schedule: Any, step: int, num_steps: int, name: str = "lambda") -> float:
+    """The value at ``step`` of a schedule fixed in advance: a number, or a callable
+    ``(step, num_steps) -> float`` such as :class:`~fksteer.smc.config.LinearRamp`
+    (``num_steps``: the final potential); a ValueError names ``name`` when it is not finite."""
+    if isinstance(schedule, (int, float)):
+        return float(schedule)
+    value = float(schedule(step, num_steps))
+    if not math.isfinite(value):
+        raise ValueError(f"the {name} schedule {schedule!r} gave {value} at step {step}")
+    return value
 
 
 def _fraction(owner: str, name: str, value: Any) -> None:
@@ -400,14 +413,10 @@ class Tilts:
         if isinstance(self.lmbda, GroupSchedule):
             later = [s for s in self.lmbda.steps if s > step] or [self.lmbda.steps[-1]]
             return self.current.new_tensor(self.lmbda.at(later[0], self.num_groups))
-        from fksteer.smc.config import lambda_at
-
-        return lambda_at(self.lmbda, step + 1, self.num_steps)
+        return fixed_at(self.lmbda, step + 1, self.num_steps)
 
     def _given(self, step: int) -> torch.Tensor:
         if isinstance(self.lmbda, GroupSchedule):
             return self.current.new_tensor(self.lmbda.at(step, self.num_groups))
-        from fksteer.smc.config import lambda_at
-
-        value = lambda_at(self.lmbda, step, self.num_steps)
+        value = fixed_at(self.lmbda, step, self.num_steps)
         return self.current.new_full((self.num_groups,), value)
