@@ -48,7 +48,8 @@ class UNetStepModel(PermuteByRows):
     """StepModel for a ``UNet2DModel`` (unconditional or class-conditional) and a scheduler.
 
     Args:
-        unet: a diffusers ``UNet2DModel``; its device and dtype are used.
+        unet: a diffusers ``UNet2DModel`` (or the embedded models'
+            :class:`~fksteer.embedded.unet.EmbeddedUNet`); its device and dtype are used.
         scheduler: any scheduler of
             :data:`~fksteer.integrations.diffusers.schedulers.SUPPORTED_SCHEDULERS`.
         num_inference_steps: passed to ``scheduler.set_timesteps``.
