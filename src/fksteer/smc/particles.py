@@ -43,6 +43,7 @@ that forgets raises an error instead of losing that step's trace.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -56,7 +57,13 @@ from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
 from fksteer.smc.protocol import Reward, call_reward, final_reward
 from fksteer.smc.resampling import ResamplingScheme, get_scheme, survivors_in_place
-from fksteer.smc.result import SteeringResult, build_trace
+from fksteer.smc.result import (
+    SteeringResult,
+    build_trace,
+    resampling_evidence,
+    scored_record,
+    unscored_record,
+)
 from fksteer.smc.rules import always, get_rule
 from fksteer.smc.tempering import Tilts
 from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
@@ -67,6 +74,20 @@ logger = logging.getLogger(__name__)
 
 # Odd 64-bit constant (golden ratio) that decorrelates the engine's seed from the model's.
 _SEED_MIX = 0x9E3779B97F4A7C15
+
+
+def _without_grad(method: Callable) -> Callable:
+    """``method`` with autograd off. The drivers already run without it, so the check comes
+    first: a no_grad context entered on every call of every step costs more than the check."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return method(*args, **kwargs)
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return run
 
 
 class AllParticlesDeadError(RuntimeError):
@@ -165,6 +186,8 @@ class ParticleSystem:
             self._fixed_tilt = torch.full((self.num_groups, 1), float(config.lmbda),
                                           dtype=torch.float64)
         self.log_weights = torch.zeros((self.num_groups, self.num_particles), dtype=torch.float64)
+        #: the log-weights of a group that just resampled; never written in place
+        self._reset_log_weights = self.log_weights
         self.log_evidence = torch.zeros(self.num_groups, dtype=torch.float64)
         #: the potential's per-particle state along each path, named (G, K) tensors
         self.potential_state = self.potential.initial_state(self.log_weights)
@@ -182,7 +205,7 @@ class ParticleSystem:
         """Whether a potential applies at ``step`` (always False for the baselines)."""
         return self.plan.scores(step)
 
-    @torch.no_grad()
+    @_without_grad
     def weigh_and_resample(
         self, step: int, decoded: Any = None, *, rewards: torch.Tensor | None = None
     ) -> torch.Tensor | None:
@@ -220,7 +243,7 @@ class ParticleSystem:
         self._unrecorded = record
         return ancestors
 
-    @torch.no_grad()
+    @_without_grad
     def reweight(self, step: int, log_ratio: torch.Tensor) -> None:
         """Correct the weights for a move drawn from a proposal instead of the model's kernel.
 
@@ -267,7 +290,7 @@ class ParticleSystem:
         if record is None:
             if self.is_scoring_step(step):
                 raise RuntimeError(f"step {step} is a scoring step but was never scored.")
-            record = self._unscored(step)
+            record = unscored_record(step, self.log_weights)
         record["reward_seconds"] += times.decode + times.reward
         record["engine_seconds"] += times.permute
         record["model_seconds"] = times.model
@@ -275,7 +298,7 @@ class ParticleSystem:
         record["decode_seconds"] = times.decode
         self.records.append(record)
 
-    @torch.no_grad()
+    @_without_grad
     def finish(
         self, decoded: Any, *, rewards: torch.Tensor | None = None, times: StepTimes | None = None
     ) -> SteeringResult:
@@ -290,7 +313,7 @@ class ParticleSystem:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
         self._require_recorded("finish")
         self._finished = True
-        self.log_evidence = self.log_evidence + self._resampling_evidence()
+        self.log_evidence = self.log_evidence + resampling_evidence(self.records, self.num_groups)
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards, reward=self.final_reward)
         reward_seconds = time.perf_counter() - start
@@ -306,7 +329,7 @@ class ParticleSystem:
         else:
             self._weigh_baseline(rewards, dead, lmbda)
         times = StepTimes() if times is None else times
-        record = self._scored_record(step, rewards, dead, lmbda)
+        record = scored_record(step, self.log_weights, rewards, dead, lmbda)
         record.update(
             resampled=torch.zeros(self.num_groups, dtype=torch.bool),
             ancestors=None,
@@ -376,10 +399,13 @@ class ParticleSystem:
             self.potential_state, rewards if finite else rewards_read, lmbda, dead
         )
         newly_dead = None if dead is None else dead & torch.isfinite(self.log_weights)
-        self.log_weights = self.log_weights + log_potential
+        if self.log_weights is self._reset_log_weights:  # 0 + log G_i: nothing to add
+            self.log_weights = log_potential
+        else:
+            self.log_weights = self.log_weights + log_potential
         if dead is not None:
             self._check_alive(step, rewards)
-        return self._scored_record(step, rewards, newly_dead, lmbda)
+        return scored_record(step, self.log_weights, rewards, newly_dead, lmbda)
 
     def _resample_where_due(
         self, step: int, record: dict[str, Any]
@@ -408,12 +434,13 @@ class ParticleSystem:
         (G, K) within-group ancestors."""
         K = self.num_particles
         # Each resampled group's evidence grows by the mean of its unnormalised weights: the
-        # record keeps them, and :meth:`_resampling_evidence` adds them up at the end.
+        # record keeps them, and :func:`~fksteer.smc.result.resampling_evidence` adds them up at
+        # the end.
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
         log_weights = self.log_weights  # before the reset: ancestor sampling reads them
         if resampled is None:
             ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
-            self.log_weights = torch.zeros_like(self.log_weights)
+            self.log_weights = self._reset_log_weights
         else:
             ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
             ancestors[resampled] = self.scheme(
@@ -429,20 +456,6 @@ class ParticleSystem:
             name: value.gather(1, ancestors) for name, value in self.potential_state.items()
         }
         return ancestors
-
-    def _resampling_evidence(self) -> torch.Tensor:
-        """(G,) the sum, over the steps at which each group resampled, of log_mean_exp of its
-        log-weights just before (in one batched reduction)."""
-        resampling = [record for record in self.records if record["ancestors"] is not None]
-        if not resampling:
-            return torch.zeros(self.num_groups, dtype=torch.float64)
-        log_weights = torch.stack([record["log_weights"] for record in resampling])  # (R, G, K)
-        every = torch.ones(self.num_groups, dtype=torch.bool)
-        resampled = torch.stack([
-            every if record["resampled"] is None else record["resampled"]
-            for record in resampling
-        ])  # (R, G)
-        return torch.where(resampled, log_mean_exp(log_weights), 0.0).sum(dim=0)
 
     # -- the final step ---------------------------------------------------------------------
 
@@ -488,35 +501,7 @@ class ParticleSystem:
             prompts=self.group_prompts,
         )
 
-    # -- trace records ----------------------------------------------------------------------
-
-    def _scored_record(
-        self,
-        step: int,
-        rewards: torch.Tensor,
-        newly_dead: torch.Tensor | None,
-        lmbda: torch.Tensor,
-    ) -> dict[str, Any]:
-        """The record of a scoring step. Its ESS and the summaries of its rewards and dead
-        particles are computed for all steps at once when the trace is built."""
-        return {
-            "step": step,
-            "scored": True,
-            "log_weights": self.log_weights,
-            "rewards": rewards,
-            "newly_dead": newly_dead,
-            "lmbda": lmbda,
-        }
-
-    def _unscored(self, step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "scored": False,
-            "log_weights": self.log_weights,
-            "ancestors": None,
-            "reward_seconds": 0.0,
-            "engine_seconds": 0.0,
-        }
+    # -- checks ------------------------------------------------------------------------------
 
     def _require_recorded(self, action: str) -> None:
         if self._unrecorded is not None:

@@ -44,6 +44,8 @@ Sequential Monte Carlo", Springer, chapter 9.
 
 from __future__ import annotations
 
+import functools
+import math
 import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -209,6 +211,8 @@ def systematic(
     batch_shape = weights.shape[:-1]
     uniform = _uniforms((*batch_shape, 1), generator, weights.device)  # (..., 1)
     if weights.device.type == "cpu" and weights.dim() == 2:
+        if weights.shape[-1] <= _SEARCH_MAX_PARTICLES and num_samples <= _SEARCH_MAX_PARTICLES:
+            return _systematic_by_search(weights, num_samples, uniform)
         return _systematic_by_counts(weights, num_samples, uniform)
     offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
     return _inverse_cdf(weights, (offsets + uniform) / num_samples)  # (..., M)
@@ -242,6 +246,43 @@ def _systematic_by_counts(
         boundaries = boundaries + torch.arange(rows)[:, None] * stride
     marks = torch.bincount(boundaries.reshape(-1), minlength=rows * stride)  # (R * (M + 1),)
     return marks.view(rows, stride).cumsum_(1)[:, :num_samples]  # (R, M)
+
+
+#: Up to this many particles (and samples) a binary search beats the offspring counts on the
+#: CPU (fewer calls; its M log N comparisons cost more than O(N + M) only beyond it).
+_SEARCH_MAX_PARTICLES = 1024
+
+
+def _systematic_by_search(
+    weights: torch.Tensor, num_samples: int, uniform: torch.Tensor
+) -> torch.Tensor:
+    """The ancestors of :func:`_systematic_by_counts`, bit for bit, by one binary search.
+
+    With ``x_i = M cdf_i / total - U`` rounded as there, ``ceil(x_i) <= j`` holds exactly when
+    ``x_i <= j`` for an integer j, so the ancestor of point j, the number of i < N - 1 with
+    ``n_i <= j``, is the number of ``x_i <= j`` once every i whose ``cdf_i`` is the total (the
+    last one included, and trailing zeros) is sent to +inf. ``x`` is non-decreasing (the CPU's
+    cumulative sum adds in order), so that count is ``searchsorted(x, j, right=True)``.
+    """
+    import torch
+
+    if weights.requires_grad:
+        weights = weights.detach()
+    cdf = torch.cumsum(weights, dim=-1, dtype=torch.float64)  # (R, N)
+    total = cdf[:, -1:]  # (R, 1)
+    points = torch.addcdiv(uniform.neg(), cdf, total, value=num_samples)  # (R, N), x_i
+    points.masked_fill_(cdf == total, math.inf)
+    return torch.searchsorted(points, _grid(weights.shape[0], num_samples), right=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(rows: int, num_samples: int) -> torch.Tensor:
+    """The points 0 .. M - 1 (float64, (rows, M), contiguous), made once per shape; read only."""
+    import torch
+
+    with torch.inference_mode(False):  # a normal tensor, whatever mode it is first made in
+        grid = torch.arange(num_samples, dtype=torch.float64)
+        return grid.expand(rows, num_samples).contiguous()
 
 
 def residual(

@@ -82,6 +82,12 @@ def flatten_rows(tree: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Te
 
 def select_rows(tree: Any, index: torch.Tensor) -> Any:
     """``tree`` with every tensor leaf's rows taken at ``index`` (on each leaf's device)."""
+    import torch
+
+    if isinstance(tree, dict):  # the common flat case (e.g. TensorRows): no tree to walk
+        device = index.device
+        if all(isinstance(leaf, torch.Tensor) and leaf.device == device for leaf in tree.values()):
+            return {key: leaf.index_select(0, index) for key, leaf in tree.items()}
     leaves, build = flatten_rows(tree)
     return build([
         leaf.index_select(0, index if leaf.device == index.device else index.to(leaf.device))
