@@ -32,8 +32,10 @@ Bookkeeping, all in float64 log space on the CPU, per group, vectorised over (G,
   log-evidence, which makes exp(log_evidence) an unbiased estimate of Z.
 
 Per step only what the next step needs is computed (log-weights, potential state, ancestors);
-:meth:`finish` computes each step's log-evidence increment, ESS and reward summaries from the
-step records in a few batched reductions (:func:`~fksteer.smc.result.build_trace`).
+:meth:`finish` adds up the log-evidence increments of the resampling steps from the step records
+in one batched reduction, and the result's trace (:class:`~fksteer.smc.result.Trace`) computes
+each step's ESS, reward summaries and distinct ancestors from them, in a few more, when first
+read (:func:`~fksteer.smc.result.build_trace`).
 
 A NaN or -inf reward at any step kills the particle (log-weight -inf, never resampled). At an
 intermediate step this restricts the target to paths whose predictions had finite rewards.
@@ -59,7 +61,7 @@ from fksteer.smc.protocol import Reward, call_reward, final_reward
 from fksteer.smc.resampling import ResamplingScheme, get_scheme, survivors_in_place
 from fksteer.smc.result import (
     SteeringResult,
-    build_trace,
+    Trace,
     resampling_evidence,
     scored_record,
     unscored_record,
@@ -493,7 +495,7 @@ class ParticleSystem:
             rewards=rewards,
             best=_argmax_finite(rewards),
             log_evidence=self.log_evidence,
-            trace=build_trace(self.records, self.num_particles),
+            trace=Trace(self.records, self.num_particles),
             nfe=self.nfe,
             reward_calls=self.reward_calls,
             method=self.method,

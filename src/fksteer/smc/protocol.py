@@ -182,8 +182,10 @@ def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> 
 def _reward_values(out: Any, expected: int) -> torch.Tensor:
     """A reward's output as (B,) float64 on the CPU, or a ValueError when B != ``expected``."""
     out = torch.as_tensor(out)
-    if out.requires_grad or out.dtype != torch.float64 or out.device.type != "cpu":
-        out = out.detach().to(device="cpu", dtype=torch.float64)
+    if out.requires_grad:
+        out = out.detach()
+    if out.dtype != torch.float64 or out.device.type != "cpu":
+        out = out.to(device="cpu", dtype=torch.float64)
     if out.dim() != 1:
         out = out.reshape(-1)
     if out.numel() != expected:

@@ -31,6 +31,7 @@ from fksteer.smc.weights import ess, log_mean_exp
 __all__ = [
     "StepTrace",
     "SteeringResult",
+    "Trace",
     "build_trace",
     "concatenate_results",
     "resampling_evidence",
@@ -212,6 +213,49 @@ def _distinct_ancestors(
     ]
 
 
+class Trace(Sequence[StepTrace]):
+    """A run's per-step trace: a read-only sequence of :class:`StepTrace`, built from the step
+    records by :func:`build_trace` when first read (a run whose trace nobody reads does not pay
+    for its summaries). It compares equal to the tuple of its steps and pickles as that tuple.
+    """
+
+    __slots__ = ("_records", "_num_particles", "_steps")
+
+    def __init__(self, records: Sequence[dict[str, Any]], num_particles: int) -> None:
+        self._records: list[dict[str, Any]] | None = list(records)
+        self._num_particles = num_particles
+        self._steps: tuple[StepTrace, ...] | None = None
+
+    def steps(self) -> tuple[StepTrace, ...]:
+        """The steps, as a tuple (built on the first call, kept after)."""
+        if self._steps is None:
+            self._steps = build_trace(self._records, self._num_particles)
+            self._records = None
+        return self._steps
+
+    def __len__(self) -> int:
+        return len(self._records) if self._steps is None else len(self._steps)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.steps()[index]
+
+    def __iter__(self) -> Any:
+        return iter(self.steps())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Trace, tuple)):
+            return self.steps() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Trace({self.steps()!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, (self.steps(),))
+
+
 @dataclass(frozen=True)
 class SteeringResult:
     """Weighted particles for every prompt, with the evidence and the trace of the run.
@@ -226,7 +270,8 @@ class SteeringResult:
         best: (G,) index of the highest final reward in each group.
         log_evidence: (G,) estimate of log Z = log E_p[exp(lambda r(x_0))] per group; its
             exponential is unbiased for Z (NaN for a search, which estimates no Z).
-        trace: one :class:`StepTrace` per step, then one for the final potential.
+        trace: one :class:`StepTrace` per step, then one for the final potential (a
+            :class:`Trace` built when first read, or a tuple).
         nfe: denoiser evaluations, all groups (rows the model evaluated, summed over steps;
             a guided move counts twice).
         reward_calls: reward evaluations, all groups: samples scored by the reward
@@ -244,7 +289,7 @@ class SteeringResult:
     rewards: torch.Tensor
     best: torch.Tensor
     log_evidence: torch.Tensor
-    trace: tuple[StepTrace, ...]
+    trace: Sequence[StepTrace]
     nfe: int
     reward_calls: int
     method: str
