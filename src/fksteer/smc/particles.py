@@ -49,7 +49,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -57,8 +57,14 @@ import torch
 from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
-from fksteer.smc.protocol import Reward, call_reward, final_reward
-from fksteer.smc.resampling import ResamplingScheme, get_scheme, survivors_in_place
+from fksteer.smc.protocol import Reward, final_reward, step_rewards
+from fksteer.smc.resampling import (
+    ResamplingScheme,
+    get_scheme,
+    survivors_in_place,
+    systematic,
+    systematic_from_uniform,
+)
 from fksteer.smc.result import (
     SteeringResult,
     Trace,
@@ -199,6 +205,7 @@ class ParticleSystem:
         self.records: list[dict[str, Any]] = []
         self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles  # (G, 1)
         self._unrecorded: dict[str, Any] | None = None
+        self._uniforms: Iterator[torch.Tensor] | None = None  # see _draw
         self._finished = False
 
     # -- the driver's calls -----------------------------------------------------------------
@@ -220,9 +227,10 @@ class ParticleSystem:
         never crossing groups, by which the driver must reorder every per-particle tensor (state,
         model output, scheduler history, caches); or None when no group resampled.
         """
-        if not self.is_scoring_step(step):
+        if step not in self.plan.scoring_steps:
             raise ValueError(f"step {step} is not a scoring step of this run.")
-        self._require_recorded(f"score step {step}")
+        if self._unrecorded is not None:
+            self._require_recorded(f"score step {step}")
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
         reward_seconds = time.perf_counter() - start
@@ -425,11 +433,10 @@ class ParticleSystem:
             else:
                 logger.debug("step %d: %d group(s) resampled", step, int(resampled.sum()))
         ancestors = self._resample(resampled)  # (G, K)
-        flat_ancestors = ancestors.reshape(-1)  # (G*K,) indices into the flat particle axis
-        if self.num_groups > 1:
-            flat_ancestors = (ancestors + self._offsets).reshape(-1)
-        record.update(resampled=resampled, ancestors=ancestors)
-        return record, flat_ancestors
+        record["resampled"], record["ancestors"] = resampled, ancestors
+        if self.num_groups > 1:  # (G*K,) indices into the flat particle axis
+            return record, (ancestors + self._offsets).reshape(-1)
+        return record, ancestors.reshape(-1)
 
     def _resample(self, resampled: torch.Tensor | None) -> torch.Tensor:
         """Resample the groups flagged in ``resampled`` (G,), all of them when None; returns
@@ -441,7 +448,7 @@ class ParticleSystem:
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
         log_weights = self.log_weights  # before the reset: ancestor sampling reads them
         if resampled is None:
-            ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
+            ancestors = self._draw(probabilities)  # (G, K)
             self.log_weights = self._reset_log_weights
         else:
             ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
@@ -458,6 +465,22 @@ class ParticleSystem:
             name: value.gather(1, ancestors) for name, value in self.potential_state.items()
         }
         return ancestors
+
+    def _draw(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """(G, K) ancestors of every group by the run's scheme. A run that resamples every group
+        with the systematic scheme at every scoring step (the ``always`` rule, no reference
+        path) draws its uniforms, one per group and step, at the first: the same numbers in the
+        same order as one draw per step (the CPU generator fills a tensor in order), and the
+        generator ends the run in the same state."""
+        if self.scheme is not systematic or self.rule is not always or (
+            self.reference_ancestor is not None
+        ):
+            return self.scheme(probabilities, self.num_particles, self.engine_generator)
+        if self._uniforms is None:
+            shape = (len(self.plan.scoring_steps), self.num_groups, 1)
+            uniforms = torch.rand(shape, generator=self.engine_generator, dtype=torch.float64)
+            self._uniforms = iter(uniforms.unbind(0))
+        return systematic_from_uniform(probabilities, self.num_particles, next(self._uniforms))
 
     # -- the final step ---------------------------------------------------------------------
 
@@ -521,35 +544,17 @@ class ParticleSystem:
         per_particle: int = 1,
         reward: Reward | None = None,
     ) -> torch.Tensor:
-        """The rewards of a step, float64 (G, K) or (G, K, M): ``reward``'s (default the run's
-        reward) on ``decoded``, or the ones the driver computed.
-
-        ``decoded`` holds G*K*M samples for M = ``per_particle`` predictions per particle, laid
-        out particle-major (the M predictions of particle p are rows p*M .. p*M + M - 1).
-        """
+        """The rewards of a step, float64 (G, K) or (G, K, M) (M = ``per_particle``):
+        ``reward``'s (default the run's reward) on ``decoded``, or the ones the driver computed
+        (see :func:`~fksteer.smc.protocol.step_rewards`)."""
         extra = (per_particle,) if per_particle > 1 else ()
         shape = (self.num_groups, self.num_particles, *extra)
-        total = math.prod(shape)
-        if rewards is None:
-            if decoded is None:
-                raise ValueError("pass the decoded samples or their rewards.")
-            if len(decoded) != total:
-                raise ValueError(
-                    f"the model decoded {len(decoded)} samples but the run expects {total} "
-                    f"({self.num_groups} groups x {self.num_particles} particles x "
-                    f"{per_particle} prediction(s) each)."
-                )
-            prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
-            rewards = call_reward(self.reward if reward is None else reward, decoded, prompts)
-        else:  # the trace keeps them: a copy, so that the driver may reuse its tensor
-            rewards = torch.as_tensor(rewards).detach().to("cpu", torch.float64, copy=True)
-        if rewards.numel() != total:
-            raise ValueError(
-                f"got {rewards.numel()} rewards but the run expects {total} "
-                f"({' x '.join(map(str, shape))})."
-            )
-        self.reward_calls += total
-        return rewards.reshape(shape)
+        prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
+        rewards = step_rewards(
+            self.reward if reward is None else reward, decoded, rewards, shape, prompts
+        )
+        self.reward_calls += rewards.numel()
+        return rewards
 
     def _group(self, decoded: Any) -> Any:
         G, K = self.num_groups, self.num_particles

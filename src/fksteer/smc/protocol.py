@@ -20,17 +20,19 @@ A model also says which of its tensors belong to its particles, once
 engine reorders particles from that description, and the distributed drivers move them between
 processes with it. A model that cannot describe its rows may implement ``permute`` instead.
 :func:`call_reward` is the one way the engine calls a reward: on a flat batch, in chunks of the
-reward's ``batch_size``.
+reward's ``batch_size``; :func:`step_rewards` shapes one step's rewards (G, K[, M]), called or
+given by the driver.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward", "final_reward"]
+__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward", "final_reward", "step_rewards"]
 
 
 @runtime_checkable
@@ -166,7 +168,7 @@ def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> 
     ``prompts`` has one entry per sample, or is None. Raises a ValueError when the reward does
     not return one value per sample.
     """
-    total = len(samples)
+    total = samples.shape[0] if isinstance(samples, torch.Tensor) else len(samples)
     batch_size = getattr(reward, "batch_size", None) or max(total, 1)
     if batch_size >= total:  # one call: a tensor is passed as it is, anything else sliced
         whole = samples if isinstance(samples, torch.Tensor) else samples[0:total]
@@ -177,6 +179,43 @@ def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> 
         out = reward(samples[start:stop], None if prompts is None else list(prompts[start:stop]))
         values.append(_reward_values(out, stop - start))
     return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
+
+
+def step_rewards(
+    reward: Reward,
+    decoded: Any,
+    rewards: Any,
+    shape: tuple[int, ...],
+    prompts: Sequence[Any] | None,
+) -> torch.Tensor:
+    """The rewards of one step of G groups of K particles, float64 on the CPU, ``shape`` (G, K)
+    or (G, K, M): ``reward`` on ``decoded`` (``prompts``: one per sample, or None), or the
+    ``rewards`` a driver computed itself (copied: the caller may reuse its tensor).
+
+    ``decoded`` holds G*K*M samples for M predictions per particle, laid out particle-major
+    (the M predictions of particle p are rows p*M .. p*M + M - 1). A ValueError says when the
+    counts do not match.
+    """
+    total = math.prod(shape)
+    if rewards is None:
+        if decoded is None:
+            raise ValueError("pass the decoded samples or their rewards.")
+        count = decoded.shape[0] if isinstance(decoded, torch.Tensor) else len(decoded)
+        if count != total:
+            per_particle = shape[2] if len(shape) > 2 else 1
+            raise ValueError(
+                f"the model decoded {count} samples but the run expects {total} "
+                f"({shape[0]} groups x {shape[1]} particles x {per_particle} prediction(s) each)."
+            )
+        rewards = call_reward(reward, decoded, prompts)
+    else:
+        rewards = torch.as_tensor(rewards).detach().to("cpu", torch.float64, copy=True)
+    if rewards.numel() != total:
+        raise ValueError(
+            f"got {rewards.numel()} rewards but the run expects {total} "
+            f"({' x '.join(map(str, shape))})."
+        )
+    return rewards.reshape(shape)
 
 
 def _reward_values(out: Any, expected: int) -> torch.Tensor:

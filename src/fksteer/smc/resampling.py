@@ -8,7 +8,8 @@ What is in it:
 
 - :func:`multinomial`, :func:`stratified`, :func:`systematic`, :func:`residual`: the four
   standard unbiased schemes, all with one signature
-  ``scheme(weights, num_samples, generator) -> ancestors``.
+  ``scheme(weights, num_samples, generator) -> ancestors``; :func:`systematic_from_uniform`
+  is the systematic scheme for uniforms its caller drew.
 - :data:`RESAMPLING_SCHEMES`: the registry, name -> scheme; :func:`get_scheme` looks a name up.
 - :func:`resample`: the public entry point; validates its input once, then calls a scheme given
   by name or as a callable of the signature above.
@@ -64,6 +65,7 @@ __all__ = [
     "get_scheme",
     "survivors_in_place",
     "multinomial",
+    "systematic_from_uniform",
     "residual",
     "resample",
     "stratified",
@@ -206,12 +208,20 @@ def systematic(
     every test function (Douc, Cappé & Moulines 2005, sec. 3.4; Chopin & Papaspiliopoulos 2020,
     sec. 9.6). Ancestors are sorted. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
     """
+    uniform = _uniforms((*weights.shape[:-1], 1), generator, weights.device)  # (..., 1)
+    return systematic_from_uniform(weights, num_samples, uniform)
+
+
+def systematic_from_uniform(
+    weights: torch.Tensor, num_samples: int, uniform: torch.Tensor
+) -> torch.Tensor:
+    """The ancestors of :func:`systematic` for a given uniform U per row, ``uniform`` (..., 1)
+    float64 in [0, 1): the points ``(j + U) / M``. For a caller that draws its uniforms itself
+    (e.g. all of a run's at once, the same numbers as one draw per call)."""
     import torch
 
-    batch_shape = weights.shape[:-1]
-    uniform = _uniforms((*batch_shape, 1), generator, weights.device)  # (..., 1)
-    if weights.device.type == "cpu" and weights.dim() == 2:
-        if weights.shape[-1] <= _SEARCH_MAX_PARTICLES and num_samples <= _SEARCH_MAX_PARTICLES:
+    if weights.is_cpu and weights.dim() == 2:  # rows of particles, as the engine resamples
+        if weights.shape[1] <= _SEARCH_MAX_PARTICLES and num_samples <= _SEARCH_MAX_PARTICLES:
             return _systematic_by_search(weights, num_samples, uniform)
         return _systematic_by_counts(weights, num_samples, uniform)
     offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
@@ -248,14 +258,11 @@ def _systematic_by_counts(
     return marks.view(rows, stride).cumsum_(1)[:, :num_samples]  # (R, M)
 
 
-#: Up to this many particles (and samples) a binary search beats the offspring counts on the
-#: CPU (fewer calls; its M log N comparisons cost more than O(N + M) only beyond it).
+#: Up to this many particles (and samples), one binary search beats the offspring counts (CPU).
 _SEARCH_MAX_PARTICLES = 1024
 
 
-def _systematic_by_search(
-    weights: torch.Tensor, num_samples: int, uniform: torch.Tensor
-) -> torch.Tensor:
+def _systematic_by_search(weights: torch.Tensor, num_samples: int, uniform: torch.Tensor):
     """The ancestors of :func:`_systematic_by_counts`, bit for bit, by one binary search.
 
     With ``x_i = M cdf_i / total - U`` rounded as there, ``ceil(x_i) <= j`` holds exactly when
@@ -281,8 +288,7 @@ def _grid(rows: int, num_samples: int) -> torch.Tensor:
     import torch
 
     with torch.inference_mode(False):  # a normal tensor, whatever mode it is first made in
-        grid = torch.arange(num_samples, dtype=torch.float64)
-        return grid.expand(rows, num_samples).contiguous()
+        return torch.arange(num_samples, dtype=torch.float64).repeat(rows, 1)
 
 
 def residual(

@@ -84,10 +84,14 @@ def select_rows(tree: Any, index: torch.Tensor) -> Any:
     """``tree`` with every tensor leaf's rows taken at ``index`` (on each leaf's device)."""
     import torch
 
-    if isinstance(tree, dict):  # the common flat case (e.g. TensorRows): no tree to walk
-        device = index.device
-        if all(isinstance(leaf, torch.Tensor) and leaf.device == device for leaf in tree.values()):
-            return {key: leaf.index_select(0, index) for key, leaf in tree.items()}
+    if type(tree) is dict:  # the common flat case (e.g. TensorRows): no tree to walk
+        selected = {}
+        for key, leaf in tree.items():
+            if not (isinstance(leaf, torch.Tensor) and leaf.device == index.device):
+                break
+            selected[key] = leaf.index_select(0, index)
+        else:
+            return selected
     leaves, build = flatten_rows(tree)
     return build([
         leaf.index_select(0, index if leaf.device == index.device else index.to(leaf.device))
