@@ -479,8 +479,9 @@ class ParticleSystem:
         if self._uniforms is None:
             shape = (len(self.plan.scoring_steps), self.num_groups, 1)
             uniforms = torch.rand(shape, generator=self.engine_generator, dtype=torch.float64)
-            self._uniforms = iter(uniforms.unbind(0))
-        return systematic_from_uniform(probabilities, self.num_particles, next(self._uniforms))
+            self._uniforms = iter(uniforms.neg_().unbind(0))  # -U, what the search reads
+        shift = next(self._uniforms)
+        return systematic_from_uniform(probabilities, self.num_particles, shift, negated=True)
 
     # -- the final step ---------------------------------------------------------------------
 
