@@ -203,7 +203,10 @@ class ParticleSystem:
         self.reward_calls = 0
         #: one record per closed step; :func:`~fksteer.smc.result.build_trace` summarises them
         self.records: list[dict[str, Any]] = []
-        self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles  # (G, 1)
+        # (G, 1) where each group's particles start on the flat axis (None: one group, at 0)
+        self._offsets = None
+        if self.num_groups > 1:
+            self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
         self._unrecorded: dict[str, Any] | None = None
         self._uniforms: Iterator[torch.Tensor] | None = None  # see _draw
         self._finished = False

@@ -220,10 +220,11 @@ def step_rewards(
 
 def _reward_values(out: Any, expected: int) -> torch.Tensor:
     """A reward's output as (B,) float64 on the CPU, or a ValueError when B != ``expected``."""
-    out = torch.as_tensor(out)
+    if not isinstance(out, torch.Tensor):
+        out = torch.as_tensor(out)
     if out.requires_grad:
         out = out.detach()
-    if out.dtype != torch.float64 or out.device.type != "cpu":
+    if out.dtype != torch.float64 or not out.is_cpu:
         out = out.to(device="cpu", dtype=torch.float64)
     if out.dim() != 1:
         out = out.reshape(-1)

@@ -85,9 +85,9 @@ def select_rows(tree: Any, index: torch.Tensor) -> Any:
     import torch
 
     if type(tree) is dict:  # the common flat case (e.g. TensorRows): no tree to walk
-        selected = {}
+        selected, device = {}, index.get_device()  # -1: the CPU
         for key, leaf in tree.items():
-            if not (isinstance(leaf, torch.Tensor) and leaf.device == index.device):
+            if not (isinstance(leaf, torch.Tensor) and leaf.get_device() == device):
                 break
             selected[key] = leaf.index_select(0, index)
         else:
