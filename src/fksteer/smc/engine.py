@@ -157,7 +157,7 @@ def _step(
     if hooks is not None:
         state, output, prediction = hooks.after_predict(state, output, prediction, step)
     start = times.add("model", start, sync_on=prediction)
-    if system.is_scoring_step(step):
+    if step in system.plan.scoring_steps:
         decoded = model.decode(prediction, final=False)
         times.add("decode", start)
         ancestors = system.weigh_and_resample(step, decoded)
@@ -166,7 +166,7 @@ def _step(
             state, output = permute_particles(model, state, output, ancestors)
             times.add("permute", start)
         start = time.perf_counter()
-    strength = system.guidance_strength(step)
+    strength = system.guidance_strength(step) if system.config.guidance != 0 else None
     if strength is not None:
         gradient = reward_gradient(
             model.guidance_input(state),
@@ -182,5 +182,7 @@ def _step(
     else:
         state = model.move(state, output, step, generator)
     times.add("model", start, sync_on=state)
-    system.record(step, times, evaluations=system.plan.evaluations(guided=strength is not None))
+    # one evaluation per particle (the default), two when the move was guided
+    evaluations = None if strength is None else system.plan.evaluations(guided=True)
+    system.record(step, times, evaluations=evaluations)
     return state

@@ -236,8 +236,8 @@ class ParticleSystem:
             self._require_recorded(f"score step {step}")
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
-        reward_seconds = time.perf_counter() - start
-        start = time.perf_counter()
+        now = time.perf_counter()
+        reward_seconds, start = now - start, now
         # one cheap check of every value (a NaN or an infinity makes the sum non-finite; an
         # overflowing sum of finite rewards only takes the slow path for nothing)
         finite = math.isfinite(rewards.sum().item())
@@ -248,7 +248,8 @@ class ParticleSystem:
             lmbda = self.tilts.intermediate(  # (G, 1)
                 step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
             )
-        rewards = self._combined(rewards, lmbda)  # (G, K)
+        if self.num_predictions > 1:
+            rewards = self._combined(rewards, lmbda)  # (G, K)
         record = self._weigh(step, rewards, lmbda, finite and self.num_predictions == 1)
         record, ancestors = self._resample_where_due(step, record)
         record["reward_seconds"] = reward_seconds

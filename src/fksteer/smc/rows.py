@@ -147,6 +147,12 @@ class TensorRows(PermuteByRows):
         """The state and output made of ``rows``."""
         return rows["state"], rows["output"]
 
+    def permute(self, state: Any, model_output: Any, ancestors: torch.Tensor) -> tuple[Any, Any]:
+        """:meth:`PermuteByRows.permute` for these rows, without the calls that read and write
+        them back (they are the state and the output themselves)."""
+        rows = select_rows({"state": state, "output": model_output}, ancestors)
+        return rows["state"], rows["output"]
+
     def replicate(self) -> Any:
         """The model itself: it keeps no run state, so one object serves several shards."""
         return self
