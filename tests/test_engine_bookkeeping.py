@@ -150,3 +150,33 @@ def test_difference_correction_from_the_last_tilt_equals_the_running_sum(ess_thr
     assert torch.allclose(carried.log_weights.exp(), summed.log_weights.exp(), atol=1e-12)
     assert torch.allclose(carried.log_evidence, summed.log_evidence, rtol=0, atol=1e-10)
     assert math.isfinite(float(carried.log_evidence))
+
+
+def _trace_fields(result) -> list[tuple]:
+    fields = ("ess", "resampled", "ancestors", "num_distinct", "reward_mean", "reward_max",
+              "num_dead", "lmbda")
+    return [tuple(getattr(step, name) for name in fields) for step in result.trace]
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return torch.equal(torch.nan_to_num(a.double(), nan=7.0), torch.nan_to_num(b.double(), nan=7.0))
+
+
+@pytest.mark.parametrize("potential", ["difference", "max", "sum", "immediate"])
+@pytest.mark.parametrize("prompts", [None, ["a", "b", "c"]])
+def test_the_plain_step_equals_the_general_one(monkeypatch, potential, prompts):
+    config = FKConfig(num_particles=12, lmbda=1.5, potential=potential)
+    runs = []
+    for plain in (True, False):
+        if not plain:
+            monkeypatch.setattr(ParticleSystem, "_runs_plain", lambda self: False)
+        runs.append(steer(RandomWalk(num_steps=5), first_coordinate, config, prompts=prompts,
+                          generator=torch.Generator().manual_seed(4)))
+    plain, general = runs
+    assert torch.equal(plain.samples, general.samples)
+    assert torch.equal(plain.log_weights, general.log_weights)
+    assert torch.equal(plain.log_evidence, general.log_evidence)
+    for a, b in zip(_trace_fields(plain), _trace_fields(general), strict=True):
+        assert all(_same(x, y) for x, y in zip(a, b, strict=True))

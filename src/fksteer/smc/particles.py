@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from fksteer.smc.checks import AllParticlesDeadError, argmax_finite, check_alive, check_no_plus_inf
 from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
@@ -96,10 +97,6 @@ def _without_grad(method: Callable) -> Callable:
             return method(*args, **kwargs)
 
     return run
-
-
-class AllParticlesDeadError(RuntimeError):
-    """Every particle of a group has weight zero: the reward gave NaN or -inf to all of them."""
 
 
 def engine_generator(generator: torch.Generator) -> torch.Generator:
@@ -209,6 +206,7 @@ class ParticleSystem:
             self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
         self._unrecorded: dict[str, Any] | None = None
         self._uniforms: Iterator[torch.Tensor] | None = None  # see _draw
+        self._plain: bool | None = None  # see _runs_plain
         self._finished = False
 
     # -- the driver's calls -----------------------------------------------------------------
@@ -241,17 +239,22 @@ class ParticleSystem:
         # one cheap check of every value (a NaN or an infinity makes the sum non-finite; an
         # overflowing sum of finite rewards only takes the slow path for nothing)
         finite = math.isfinite(rewards.sum().item())
-        if not finite:
-            self._check_no_plus_inf(rewards, step)
-        lmbda = self._fixed_tilt  # (G, 1), or None when it varies
-        if lmbda is None:
-            lmbda = self.tilts.intermediate(  # (G, 1)
-                step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
-            )
-        if self.num_predictions > 1:
-            rewards = self._combined(rewards, lmbda)  # (G, K)
-        record = self._weigh(step, rewards, lmbda, finite and self.num_predictions == 1)
-        record, ancestors = self._resample_where_due(step, record)
+        if self._plain is None:  # decided at the first scoring step, once the driver set up
+            self._plain = self._runs_plain()
+        if finite and self._plain:
+            record, ancestors = self._plain_step(step, rewards)
+        else:
+            if not finite:
+                check_no_plus_inf(rewards, step, self.group_prompts)
+            lmbda = self._fixed_tilt  # (G, 1), or None when it varies
+            if lmbda is None:
+                lmbda = self.tilts.intermediate(  # (G, 1)
+                    step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
+                )
+            if self.num_predictions > 1:
+                rewards = self._combined(rewards, lmbda)  # (G, K)
+            record = self._weigh(step, rewards, lmbda, finite and self.num_predictions == 1)
+            record, ancestors = self._resample_where_due(step, record)
         record["reward_seconds"] = reward_seconds
         record["engine_seconds"] = time.perf_counter() - start
         self._unrecorded = record
@@ -333,7 +336,7 @@ class ParticleSystem:
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
-        self._check_no_plus_inf(rewards, step)
+        check_no_plus_inf(rewards, step, self.group_prompts)
         dead = ~torch.isfinite(rewards)
         lmbda = self.tilts.final(  # (G, 1)
             lambda tilt: self._final_log_weights(rewards, dead, tilt), self.num_particles
@@ -406,7 +409,8 @@ class ParticleSystem:
         ``finite``: every reward is known to be finite (no particle dies, nothing to check)."""
         dead = None
         if not finite:
-            self._check_no_plus_inf(rewards, step)  # the soft reward keeps a draw's +inf
+            # the soft reward keeps a draw's +inf
+            check_no_plus_inf(rewards, step, self.group_prompts)
             dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
             rewards_read = rewards.masked_fill(dead, 0.0)
         log_potential, self.potential_state = self.potential.step(
@@ -418,8 +422,34 @@ class ParticleSystem:
         else:
             self.log_weights = self.log_weights + log_potential
         if dead is not None:
-            self._check_alive(step, rewards)
+            check_alive(self.log_weights, rewards, step, self.num_steps, self.group_prompts)
         return scored_record(step, self.log_weights, rewards, newly_dead, lmbda)
+
+    def _runs_plain(self) -> bool:
+        """Whether every scoring step may take :meth:`_plain_step` (when its rewards are
+        finite): one prediction per particle, a fixed tilt, the ``always`` rule, no reference
+        path, no stable slots."""
+        return self.num_predictions == 1 and self._fixed_tilt is not None and (
+            self.rule is always and self.reference_ancestor is None and not self.stable_slots
+        )
+
+    def _plain_step(self, step: int, rewards: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+        """:meth:`_weigh` then :meth:`_resample_where_due` in one pass for a plain run
+        (:meth:`_runs_plain`) and finite rewards: the same tensor operations in the same order,
+        without the branches that cannot apply. Returns the record and the flat ancestors."""
+        lmbda = self._fixed_tilt  # (G, 1)
+        log_potential, state = self.potential.step(self.potential_state, rewards, lmbda, None)
+        log_weights = log_potential  # (G, K), after a resampling (or at the start): 0 + log G_i
+        if self.log_weights is not self._reset_log_weights:
+            log_weights = self.log_weights + log_potential
+        ancestors = self._draw(torch.softmax(log_weights, dim=1))  # (G, K), every group
+        self.log_weights = self._reset_log_weights
+        self.potential_state = {name: value.gather(1, ancestors) for name, value in state.items()}
+        record = scored_record(step, log_weights, rewards, None, lmbda)
+        record["resampled"], record["ancestors"] = None, ancestors
+        if self._offsets is not None:  # (G*K,) indices into the flat particle axis
+            return record, (ancestors + self._offsets).reshape(-1)
+        return record, ancestors.reshape(-1)
 
     def _resample_where_due(
         self, step: int, record: dict[str, Any]
@@ -492,7 +522,7 @@ class ParticleSystem:
     def _weigh_final(self, rewards: torch.Tensor, dead: torch.Tensor, lmbda: torch.Tensor) -> None:
         """FK: the final potential exp(lambda r(x_0)) / prod_i G_i, then the evidence."""
         self.log_weights = self._final_log_weights(rewards, dead, lmbda)
-        self._check_alive(self.num_steps, rewards)
+        check_alive(self.log_weights, rewards, self.num_steps, self.num_steps, self.group_prompts)
         self.log_evidence = self.log_evidence + log_mean_exp(self.log_weights)
 
     def _weigh_baseline(
@@ -506,11 +536,11 @@ class ParticleSystem:
             # uniform: with guidance this is guided sampling without correction (biased)
             self.log_weights = torch.zeros_like(rewards)
             return
-        self._check_alive(self.num_steps, rewards, log_target)
+        check_alive(log_target, rewards, self.num_steps, self.num_steps, self.group_prompts)
         if self.method == "importance":
             self.log_weights = log_target
         else:  # best_of_n
-            best = _argmax_finite(rewards)
+            best = argmax_finite(rewards)
             self.log_weights = torch.full_like(rewards, -math.inf)
             self.log_weights.scatter_(1, best[:, None], 0.0)
 
@@ -521,7 +551,7 @@ class ParticleSystem:
             weights=torch.exp(log_weights),
             log_weights=log_weights,
             rewards=rewards,
-            best=_argmax_finite(rewards),
+            best=argmax_finite(rewards),
             log_evidence=self.log_evidence,
             trace=Trace(self.records, self.num_particles),
             nfe=self.nfe,
@@ -567,31 +597,3 @@ class ParticleSystem:
             return decoded.reshape(G, K, *decoded.shape[1:])
         items = list(decoded)
         return [items[g * K : (g + 1) * K] for g in range(G)]
-
-    def _check_no_plus_inf(self, rewards: torch.Tensor, step: int) -> None:
-        bad = rewards == math.inf
-        if bool(bad.any()):
-            group = int(bad.reshape(self.num_groups, -1).any(dim=1).nonzero()[0])
-            raise ValueError(
-                f"the reward returned +inf at step {step} for group {group} "
-                f"(prompt {self.group_prompts[group]!r}): rewards must be finite, or NaN/-inf "
-                "to discard a sample."
-            )
-
-    def _check_alive(
-        self, step: int, rewards: torch.Tensor, log_weights: torch.Tensor | None = None
-    ) -> None:
-        log_weights = self.log_weights if log_weights is None else log_weights
-        all_dead = torch.isneginf(log_weights).all(dim=1)
-        if bool(all_dead.any()):
-            group = int(all_dead.nonzero()[0])
-            raise AllParticlesDeadError(
-                f"every particle of group {group} (prompt {self.group_prompts[group]!r}) has "
-                f"weight zero at step {step} of {self.num_steps}: the reward returned "
-                f"{rewards[group].tolist()}. Rewards must be finite for at least one particle."
-            )
-
-
-def _argmax_finite(rewards: torch.Tensor) -> torch.Tensor:
-    """(G,) index of the largest reward per group, NaN counted as -inf."""
-    return torch.nan_to_num(rewards, nan=-math.inf).argmax(dim=1)
