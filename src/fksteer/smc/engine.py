@@ -159,13 +159,13 @@ def _step(
     start = times.add("model", start, sync_on=prediction)
     if step in system.plan.scoring_steps:
         decoded = model.decode(prediction, final=False)
-        times.add("decode", start)
+        times.decode = time.perf_counter() - start
         ancestors = system.weigh_and_resample(step, decoded)
-        if ancestors is not None:
-            start = time.perf_counter()
-            state, output = permute_particles(model, state, output, ancestors)
-            times.add("permute", start)
         start = time.perf_counter()
+        if ancestors is not None:
+            state, output = permute_particles(model, state, output, ancestors)
+            now = time.perf_counter()
+            times.permute, start = now - start, now
     strength = system.guidance_strength(step) if system.config.guidance != 0 else None
     if strength is not None:
         gradient = reward_gradient(

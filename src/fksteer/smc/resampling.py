@@ -218,12 +218,26 @@ def systematic_from_uniform(
     """The ancestors of :func:`systematic` for a given uniform U per row, ``uniform`` (..., 1)
     float64 in [0, 1): the points ``(j + U) / M``. For a caller that draws its uniforms itself
     (e.g. all of a run's at once, the same numbers as one draw per call); ``negated``: it holds
-    -U instead (negating is exact), which is what the search reads."""
+    -U instead (negating is exact), which is what the search reads.
+
+    On the CPU, rows of up to 1024 particles take one binary search whose ancestors are those
+    of :func:`_systematic_by_counts`, bit for bit: with ``x_i = M cdf_i / total - U`` rounded as
+    there, ``ceil(x_i) <= j`` holds exactly when ``x_i <= j`` for an integer j, so the ancestor
+    of point j, the number of i < N - 1 with ``n_i <= j``, is the number of ``x_i <= j`` once
+    every i whose ``cdf_i`` is the total (the last one, and trailing zeros) is sent to +inf.
+    ``x`` is non-decreasing (the CPU's cumulative sum adds in order): that count is
+    ``searchsorted(x, j, right=True)``."""
     import torch
 
     if weights.is_cpu and weights.dim() == 2:  # rows of particles, as the engine resamples
         if weights.shape[1] <= _SEARCH_MAX_PARTICLES and num_samples <= _SEARCH_MAX_PARTICLES:
-            return _systematic_by_search(weights, num_samples, uniform if negated else -uniform)
+            rows = weights.detach() if weights.requires_grad else weights
+            cdf = torch.cumsum(rows, dim=-1, dtype=torch.float64)  # (R, N)
+            total = cdf[:, -1:]  # (R, 1)
+            shift = uniform if negated else -uniform  # -U
+            points = torch.addcdiv(shift, cdf, total, value=num_samples)  # (R, N), x_i
+            points.masked_fill_(cdf == total, math.inf)
+            return torch.searchsorted(points, _grid(weights.shape[0], num_samples), right=True)
         return _systematic_by_counts(weights, num_samples, -uniform if negated else uniform)
     offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
     uniform = -uniform if negated else uniform
@@ -262,24 +276,6 @@ def _systematic_by_counts(
 
 #: Up to this many particles (and samples), one binary search beats the offspring counts (CPU).
 _SEARCH_MAX_PARTICLES = 1024
-
-
-def _systematic_by_search(weights: torch.Tensor, num_samples: int, shift: torch.Tensor):
-    """The ancestors of :func:`_systematic_by_counts`, bit for bit, by one binary search
-    (``shift`` = -U). With ``x_i = M cdf_i / total - U`` rounded as there, ``ceil(x_i) <= j``
-    holds exactly when ``x_i <= j`` for an integer j, so the ancestor of point j, the number of
-    i < N - 1 with ``n_i <= j``, is the number of ``x_i <= j`` once every i whose ``cdf_i`` is
-    the total (the last one, and trailing zeros) is sent to +inf. ``x`` is non-decreasing (the
-    CPU's cumulative sum adds in order): that count is ``searchsorted(x, j, right=True)``."""
-    import torch
-
-    if weights.requires_grad:
-        weights = weights.detach()
-    cdf = torch.cumsum(weights, dim=-1, dtype=torch.float64)  # (R, N)
-    total = cdf[:, -1:]  # (R, 1)
-    points = torch.addcdiv(shift, cdf, total, value=num_samples)  # (R, N), x_i
-    points.masked_fill_(cdf == total, math.inf)
-    return torch.searchsorted(points, _grid(weights.shape[0], num_samples), right=True)
 
 
 @functools.lru_cache(maxsize=32)

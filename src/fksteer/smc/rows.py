@@ -150,6 +150,12 @@ class TensorRows(PermuteByRows):
     def permute(self, state: Any, model_output: Any, ancestors: torch.Tensor) -> tuple[Any, Any]:
         """:meth:`PermuteByRows.permute` for these rows, without the calls that read and write
         them back (they are the state and the output themselves)."""
+        import torch
+
+        if isinstance(state, torch.Tensor) and isinstance(model_output, torch.Tensor):
+            device = ancestors.get_device()
+            if state.get_device() == device and model_output.get_device() == device:
+                return state.index_select(0, ancestors), model_output.index_select(0, ancestors)
         rows = select_rows({"state": state, "output": model_output}, ancestors)
         return rows["state"], rows["output"]
 
