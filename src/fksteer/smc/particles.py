@@ -172,13 +172,15 @@ class ParticleSystem:
         self.num_groups = len(self.group_prompts)
         self.num_particles = config.num_particles
         self.plan = StepPlan(config, num_steps, method, self.num_groups * self.num_particles)
-        # one prompt per particle, group-major, as the reward receives them
-        per_particle = [p for p in self.group_prompts for _ in range(config.num_particles)]
-        self.reward_prompts = None if prompts is None else per_particle
-        # ... and one per prediction at the scoring steps (M per particle)
-        self._scoring_prompts = None if prompts is None else [
-            p for p in per_particle for _ in range(num_predictions)
-        ]
+        # one prompt per particle, group-major, as the reward receives them, and one per
+        # prediction at the scoring steps (M per particle), whose rewards are (G, K[, M])
+        self.reward_prompts = self._scoring_prompts = None
+        if prompts is not None:
+            self.reward_prompts = [p for p in self.group_prompts for _ in range(self.num_particles)]
+            self._scoring_prompts = [p for p in self.reward_prompts for _ in range(num_predictions)]
+        self._scoring_shape = (self.num_groups, self.num_particles)
+        if num_predictions > 1:
+            self._scoring_shape = (*self._scoring_shape, num_predictions)
         self.generator = generator
         self.engine_generator = engine_generator(generator)
         self.potential = get_potential(config.potential)
@@ -233,7 +235,10 @@ class ParticleSystem:
         if self._unrecorded is not None:
             self._require_recorded(f"score step {step}")
         start = time.perf_counter()
-        rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
+        rewards = step_rewards(  # (G, K[, M])
+            self.reward, decoded, rewards, self._scoring_shape, self._scoring_prompts
+        )
+        self.reward_calls += rewards.numel()
         now = time.perf_counter()
         reward_seconds, start = now - start, now
         # one cheap check of every value (a NaN or an infinity makes the sum non-finite; an
@@ -332,7 +337,9 @@ class ParticleSystem:
         self._finished = True
         self.log_evidence = self.log_evidence + resampling_evidence(self.records, self.num_groups)
         start = time.perf_counter()
-        rewards = self._rewards(decoded, rewards, reward=self.final_reward)
+        shape = (self.num_groups, self.num_particles)
+        rewards = step_rewards(self.final_reward, decoded, rewards, shape, self.reward_prompts)
+        self.reward_calls += rewards.numel()
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
@@ -571,25 +578,6 @@ class ParticleSystem:
             )
 
     # -- helpers --------------------------------------------------------------------------
-
-    def _rewards(
-        self,
-        decoded: Any,
-        rewards: torch.Tensor | None,
-        per_particle: int = 1,
-        reward: Reward | None = None,
-    ) -> torch.Tensor:
-        """The rewards of a step, float64 (G, K) or (G, K, M) (M = ``per_particle``):
-        ``reward``'s (default the run's reward) on ``decoded``, or the ones the driver computed
-        (see :func:`~fksteer.smc.protocol.step_rewards`)."""
-        extra = (per_particle,) if per_particle > 1 else ()
-        shape = (self.num_groups, self.num_particles, *extra)
-        prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
-        rewards = step_rewards(
-            self.reward if reward is None else reward, decoded, rewards, shape, prompts
-        )
-        self.reward_calls += rewards.numel()
-        return rewards
 
     def _group(self, decoded: Any) -> Any:
         G, K = self.num_groups, self.num_particles
