@@ -23,7 +23,7 @@ from fksteer.smc.config import SEARCH_METHODS, FKConfig, SearchConfig
 from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
 from fksteer.smc.plan import StepTimes, require_guided_model
-from fksteer.smc.protocol import Reward, StepModel
+from fksteer.smc.protocol import Reward, StepModel, is_step_model
 from fksteer.smc.result import SteeringResult
 from fksteer.smc.rows import has_particle_rows, permute_particles
 
@@ -72,7 +72,7 @@ def steer(
         ValueError: bad arguments, or a reward of +inf or of the wrong length.
         AllParticlesDeadError: every particle of a group got a NaN or -inf reward.
     """
-    if not isinstance(model, StepModel):
+    if not is_step_model(model):
         raise ValueError(
             f"model {type(model).__name__} does not implement the StepModel protocol "
             "(num_steps, init, predict, move, decode, final_sample)."

@@ -217,7 +217,6 @@ class ParticleSystem:
         """Whether a potential applies at ``step`` (always False for the baselines)."""
         return self.plan.scores(step)
 
-    @_without_grad
     def weigh_and_resample(
         self, step: int, decoded: Any = None, *, rewards: torch.Tensor | None = None
     ) -> torch.Tensor | None:
@@ -230,6 +229,9 @@ class ParticleSystem:
         never crossing groups, by which the driver must reorder every per-particle tensor (state,
         model output, scheduler history, caches); or None when no group resampled.
         """
+        if torch.is_grad_enabled():  # the drivers run without autograd: checked, not entered
+            with torch.no_grad():
+                return self.weigh_and_resample(step, decoded, rewards=rewards)
         if step not in self.plan.scoring_steps:
             raise ValueError(f"step {step} is not a scoring step of this run.")
         if self._unrecorded is not None:

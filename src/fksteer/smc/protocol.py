@@ -32,7 +32,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward", "final_reward", "step_rewards"]
+__all__ = [
+    "StepModel",
+    "GuidedStepModel",
+    "Reward",
+    "call_reward",
+    "final_reward",
+    "is_step_model",
+    "step_rewards",
+]
 
 
 @runtime_checkable
@@ -154,6 +162,17 @@ class Reward(Protocol):
 
     def __call__(self, samples: Any, prompts: Sequence[Any] | None) -> Any:
         """B rewards for B samples (``prompts``: one per sample, or None)."""
+
+
+_STEP_MODEL_MEMBERS = ("num_steps", "init", "predict", "move", "decode", "final_sample")
+
+
+def is_step_model(model: Any) -> bool:
+    """``isinstance(model, StepModel)``: the common answer (every member there, none None) is
+    read directly, without the protocol check's walk of its members on every call."""
+    if all(getattr(model, name, None) is not None for name in _STEP_MODEL_MEMBERS):
+        return True
+    return isinstance(model, StepModel)
 
 
 def final_reward(reward: Reward) -> Reward:
