@@ -117,17 +117,19 @@ def unscored_record(step: int, log_weights: torch.Tensor) -> dict[str, Any]:
 def resampling_evidence(records: Sequence[dict[str, Any]], num_groups: int) -> torch.Tensor:
     """(G,) the sum, over the steps at which each group resampled, of log_mean_exp of its
     log-weights just before: the log-evidence increments, in one batched reduction."""
-    resampling = [record for record in records if record["ancestors"] is not None]
-    if not resampling:
+    log_weights, flags = [], []  # of the steps that resampled
+    for record in records:
+        if record["ancestors"] is not None:
+            log_weights.append(record["log_weights"])
+            flags.append(record["resampled"])
+    if not log_weights:
         return torch.zeros(num_groups, dtype=torch.float64)
-    log_weights = torch.stack([record["log_weights"] for record in resampling])  # (R, G, K)
-    if all(record["resampled"] is None for record in resampling):  # every group, every time
-        return log_mean_exp(log_weights).sum(dim=0)
+    increments = log_mean_exp(torch.stack(log_weights))  # (R, G)
+    if flags.count(None) == len(flags):  # every group, every time
+        return increments.sum(dim=0)
     every = torch.ones(num_groups, dtype=torch.bool)
-    resampled = torch.stack([
-        every if record["resampled"] is None else record["resampled"] for record in resampling
-    ])  # (R, G)
-    return torch.where(resampled, log_mean_exp(log_weights), 0.0).sum(dim=0)
+    resampled = torch.stack([every if flag is None else flag for flag in flags])  # (R, G)
+    return torch.where(resampled, increments, 0.0).sum(dim=0)
 
 
 def build_trace(records: Sequence[dict[str, Any]], num_particles: int) -> tuple[StepTrace, ...]:
