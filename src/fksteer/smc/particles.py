@@ -237,10 +237,7 @@ class ParticleSystem:
         if self._unrecorded is not None:
             self._require_recorded(f"score step {step}")
         start = time.perf_counter()
-        rewards = step_rewards(  # (G, K[, M])
-            self.reward, decoded, rewards, self._scoring_shape, self._scoring_prompts
-        )
-        self.reward_calls += rewards.numel()
+        rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
         now = time.perf_counter()
         reward_seconds, start = now - start, now
         # one cheap check of every value (a NaN or an infinity makes the sum non-finite; an
@@ -339,9 +336,7 @@ class ParticleSystem:
         self._finished = True
         self.log_evidence = self.log_evidence + resampling_evidence(self.records, self.num_groups)
         start = time.perf_counter()
-        shape = (self.num_groups, self.num_particles)
-        rewards = step_rewards(self.final_reward, decoded, rewards, shape, self.reward_prompts)
-        self.reward_calls += rewards.numel()
+        rewards = self._rewards(decoded, rewards, reward=self.final_reward)
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
@@ -580,6 +575,19 @@ class ParticleSystem:
             )
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _rewards(
+        self, decoded: Any, rewards: Any, per_particle: int = 1, reward: Reward | None = None
+    ) -> torch.Tensor:
+        """The rewards of a step, float64 (G, K) or (G, K, M) (M = ``per_particle``):
+        ``reward``'s (default the run's) on ``decoded``, or the ones the driver computed (see
+        :func:`~fksteer.smc.protocol.step_rewards`)."""
+        shape = self._scoring_shape if per_particle > 1 else self._scoring_shape[:2]
+        prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
+        reward = self.reward if reward is None else reward
+        rewards = step_rewards(reward, decoded, rewards, shape, prompts)
+        self.reward_calls += rewards.numel()
+        return rewards
 
     def _group(self, decoded: Any) -> Any:
         G, K = self.num_groups, self.num_particles
