@@ -88,8 +88,14 @@ def test_uniforms_drawn_at_once_are_those_of_one_draw_per_step(num_particles, pr
     runs = []
     for scheme in (None, _per_step_systematic):
         model = RandomWalk(num_steps=6)
-        system = ParticleSystem(first_coordinate, config, num_steps=6, prompts=prompts,
-                                generator=torch.Generator().manual_seed(3), scheme=scheme)
+        system = ParticleSystem(
+            first_coordinate,
+            config,
+            num_steps=6,
+            prompts=prompts,
+            generator=torch.Generator().manual_seed(3),
+            scheme=scheme,
+        )
         result = run_system(model, system)
         after = torch.rand(4, generator=system.engine_generator, dtype=torch.float64)
         runs.append((result, after))
@@ -106,11 +112,17 @@ def test_uniforms_drawn_at_once_are_those_of_one_draw_per_step(num_particles, pr
 def test_the_trace_is_built_when_first_read_and_is_the_trace(monkeypatch):
     built = []
     build_trace = result_module.build_trace
-    monkeypatch.setattr(result_module, "build_trace",
-                        lambda records, k: built.append(1) or build_trace(records, k))
+    monkeypatch.setattr(
+        result_module, "build_trace", lambda records, k: built.append(1) or build_trace(records, k)
+    )
     config = FKConfig(num_particles=8, lmbda=1.0, ess_threshold=0.5)
-    result = steer(RandomWalk(num_steps=4), first_coordinate, config, prompts=["a", "b"],
-                   generator=torch.Generator().manual_seed(0))
+    result = steer(
+        RandomWalk(num_steps=4),
+        first_coordinate,
+        config,
+        prompts=["a", "b"],
+        generator=torch.Generator().manual_seed(0),
+    )
     assert isinstance(result.trace, Trace) and len(result.trace) == 5 and built == []
     steps = result.trace.steps()
     assert built == [1] and all(isinstance(step, StepTrace) for step in steps)
@@ -136,8 +148,12 @@ def test_difference_correction_from_the_last_tilt_equals_the_running_sum(ess_thr
     config = FKConfig(num_particles=64, lmbda=problem.lmbda, ess_threshold=ess_threshold)
     results = []
     for potential in (Difference(), _RunningSumDifference()):
-        system = ParticleSystem(LinearReward(problem.direction), config, num_steps=20,
-                                generator=torch.Generator().manual_seed(2))
+        system = ParticleSystem(
+            LinearReward(problem.direction),
+            config,
+            num_steps=20,
+            generator=torch.Generator().manual_seed(2),
+        )
         system.potential = potential
         system.potential_state = potential.initial_state(system.log_weights)
         results.append(run_system(problem.model, system))
@@ -150,8 +166,16 @@ def test_difference_correction_from_the_last_tilt_equals_the_running_sum(ess_thr
 
 
 def _trace_fields(result) -> list[tuple]:
-    fields = ("ess", "resampled", "ancestors", "num_distinct", "reward_mean", "reward_max",
-              "num_dead", "lmbda")
+    fields = (
+        "ess",
+        "resampled",
+        "ancestors",
+        "num_distinct",
+        "reward_mean",
+        "reward_max",
+        "num_dead",
+        "lmbda",
+    )
     return [tuple(getattr(step, name) for name in fields) for step in result.trace]
 
 
@@ -169,8 +193,15 @@ def test_the_plain_step_equals_the_general_one(monkeypatch, potential, prompts):
     for plain in (True, False):
         if not plain:
             monkeypatch.setattr(ParticleSystem, "_runs_plain", lambda self: False)
-        runs.append(steer(RandomWalk(num_steps=5), first_coordinate, config, prompts=prompts,
-                          generator=torch.Generator().manual_seed(4)))
+        runs.append(
+            steer(
+                RandomWalk(num_steps=5),
+                first_coordinate,
+                config,
+                prompts=prompts,
+                generator=torch.Generator().manual_seed(4),
+            )
+        )
     plain, general = runs
     assert torch.equal(plain.samples, general.samples)
     assert torch.equal(plain.log_weights, general.log_weights)
