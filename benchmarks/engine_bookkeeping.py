@@ -8,7 +8,9 @@ potential. What is timed is process time (one torch thread: CPU time of this pro
   weights);
 - ``fksteer``: :func:`fksteer.steer` with ``FKConfig(potential="difference",
   resampling="systematic")``, resampling at every step: the loop, the reward calls, the
-  weights, ESS, log Z, dead-particle checks, the trace and the permutation of the particles;
+  weights, log Z, dead-particle checks, the step records and the permutation of the particles;
+- ``fksteer_trace``: the same, then the whole trace read (its ESS, reward summaries and
+  distinct ancestors per step are computed when it is first read);
 - ``reference`` (when ``--reference`` names a checkout of
   github.com/zacharyhorvitz/Fk-Diffusion-Steering): the same loop calling its
   ``FKD.resample`` (imported unchanged from ``text_to_image/fkd_diffusers/fkd_class.py``)
@@ -64,10 +66,14 @@ def bare(model, num_particles: int, seed: int) -> None:
         state = model.move(state, output, step, generator)
 
 
-def run_fksteer(model, reward, lmbda: float, num_particles: int, seed: int) -> None:
+def run_fksteer(
+    model, reward, lmbda: float, num_particles: int, seed: int, read_trace: bool = False
+) -> None:
     config = fksteer.FKConfig(num_particles=num_particles, lmbda=lmbda, potential="difference",
                               resampling="systematic")
-    fksteer.steer(model, reward, config, generator=torch.Generator().manual_seed(seed))
+    result = fksteer.steer(model, reward, config, generator=torch.Generator().manual_seed(seed))
+    if read_trace:
+        tuple(result.trace)
 
 
 def run_reference(fkd_class, model, reward, lmbda: float, num_particles: int, seed: int) -> None:
@@ -110,6 +116,7 @@ def main() -> None:
     variants = {
         "bare": lambda k, s: bare(model, k, s),
         "fksteer": lambda k, s: run_fksteer(model, reward, problem.lmbda, k, s),
+        "fksteer_trace": lambda k, s: run_fksteer(model, reward, problem.lmbda, k, s, True),
     }
     if fkd_class is not None:
         variants["reference"] = lambda k, s: run_reference(
@@ -133,18 +140,19 @@ def main() -> None:
             )
             for name, values in seconds.items() if name != "bare"
         }
-        ratio = per_step.get("reference") and per_step["fksteer"] / per_step["reference"]
+        theirs = per_step.get("reference")
         rows.append((k, 1e3 * statistics.median(seconds["bare"]) / args.steps,
-                     per_step["fksteer"], per_step.get("reference"), ratio))
+                     per_step["fksteer"], per_step["fksteer_trace"], theirs))
     with open(out / "engine.jsonl", "w") as handle:
         for line in lines:
             handle.write(json.dumps(line) + "\n")
-    table = ["| K | bare loop ms/step | fksteer engine ms/step | reference engine ms/step | "
-             "fksteer / reference |", "|---|---|---|---|---|"]
-    for k, bare_ms, ours, theirs, ratio in rows:
-        cells = [f"{theirs:.3f}" if theirs is not None else "skipped",
-                 f"{ratio:.2f}" if ratio else "-"]
-        table.append(f"| {k} | {bare_ms:.3f} | {ours:.3f} | {' | '.join(cells)} |")
+    table = ["| K | bare loop ms/step | fksteer engine ms/step | fksteer, trace read | "
+             "reference engine ms/step | fksteer / reference | trace read / reference |",
+             "|---|---|---|---|---|---|---|"]
+    for k, bare_ms, ours, traced, theirs in rows:
+        cells = [f"{theirs:.3f}", f"{ours / theirs:.2f}", f"{traced / theirs:.2f}"] if theirs \
+            else ["skipped", "-", "-"]
+        table.append(f"| {k} | {bare_ms:.3f} | {ours:.3f} | {traced:.3f} | {' | '.join(cells)} |")
     text = (
         "# Engine bookkeeping per step\n\n"
         f"Exact 2-D Gaussian mixture, G = 1, {args.steps} steps, scoring every step (difference "

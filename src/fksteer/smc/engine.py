@@ -23,7 +23,7 @@ from fksteer.smc.config import SEARCH_METHODS, FKConfig, SearchConfig
 from fksteer.smc.guidance import reward_gradient
 from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
 from fksteer.smc.plan import StepTimes, require_guided_model
-from fksteer.smc.protocol import Reward, StepModel
+from fksteer.smc.protocol import Reward, StepModel, is_step_model
 from fksteer.smc.result import SteeringResult
 from fksteer.smc.rows import has_particle_rows, permute_particles
 
@@ -72,7 +72,7 @@ def steer(
         ValueError: bad arguments, or a reward of +inf or of the wrong length.
         AllParticlesDeadError: every particle of a group got a NaN or -inf reward.
     """
-    if not isinstance(model, StepModel):
+    if not is_step_model(model):
         raise ValueError(
             f"model {type(model).__name__} does not implement the StepModel protocol "
             "(num_steps, init, predict, move, decode, final_sample)."
@@ -157,16 +157,16 @@ def _step(
     if hooks is not None:
         state, output, prediction = hooks.after_predict(state, output, prediction, step)
     start = times.add("model", start, sync_on=prediction)
-    if system.is_scoring_step(step):
+    if step in system.plan.scoring_steps:
         decoded = model.decode(prediction, final=False)
-        times.add("decode", start)
+        times.decode = time.perf_counter() - start
         ancestors = system.weigh_and_resample(step, decoded)
-        if ancestors is not None:
-            start = time.perf_counter()
-            state, output = permute_particles(model, state, output, ancestors)
-            times.add("permute", start)
         start = time.perf_counter()
-    strength = system.guidance_strength(step)
+        if ancestors is not None:
+            state, output = permute_particles(model, state, output, ancestors)
+            now = time.perf_counter()
+            times.permute, start = now - start, now
+    strength = system.guidance_strength(step) if system.config.guidance != 0 else None
     if strength is not None:
         gradient = reward_gradient(
             model.guidance_input(state),
@@ -182,5 +182,7 @@ def _step(
     else:
         state = model.move(state, output, step, generator)
     times.add("model", start, sync_on=state)
-    system.record(step, times, evaluations=system.plan.evaluations(guided=strength is not None))
+    # one evaluation per particle (the default), two when the move was guided
+    evaluations = None if strength is None else system.plan.evaluations(guided=True)
+    system.record(step, times, evaluations=evaluations)
     return state

@@ -61,7 +61,7 @@ from fksteer.smc.engine import run_system
 from fksteer.smc.gibbs_result import GibbsResult, KeptPath
 from fksteer.smc.particles import ParticleSystem
 from fksteer.smc.plan import group_prompts
-from fksteer.smc.potentials import APPLIED
+from fksteer.smc.potentials import Potential
 from fksteer.smc.protocol import Reward, StepModel
 from fksteer.smc.resampling import get_conditional_scheme
 from fksteer.smc.result import SteeringResult
@@ -140,8 +140,10 @@ class Reference:
         num_predictions: int,
         scoring_steps: frozenset[int],
         path: KeptPath | None,
+        potential: Potential,
     ) -> None:
         self.model, self.path, self.scoring_steps = model, path, scoring_steps
+        self.potential = potential
         self.num_particles, self.num_predictions = num_particles, num_predictions
         self.slots = torch.arange(num_groups) * num_particles  # (G,) slot 0 of each group
         self.everyone = torch.arange(num_groups * num_particles)
@@ -197,7 +199,7 @@ class Reference:
         log_transition = self.model.transition_log_prob(
             state, output, step, following.repeat_interleave(K, dim=0)
         ).reshape(-1, K)  # (G, K)
-        log_odds = log_weights + log_transition - potential_state[APPLIED]
+        log_odds = log_weights + log_transition - self.potential.applied(potential_state)
         return torch.multinomial(torch.softmax(log_odds, dim=-1), 1, generator=self.generator)[:, 0]
 
     def final_sample(self, sample: Any) -> Any:
@@ -316,6 +318,7 @@ class _Sweeps:
             self.num_predictions,
             system.plan.scoring_steps,
             self.reference,
+            system.potential,
         )
         if self.ancestor_sampling and self.reference is not None:
             hooks.generator = system.engine_generator

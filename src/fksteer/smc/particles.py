@@ -32,8 +32,10 @@ Bookkeeping, all in float64 log space on the CPU, per group, vectorised over (G,
   log-evidence, which makes exp(log_evidence) an unbiased estimate of Z.
 
 Per step only what the next step needs is computed (log-weights, potential state, ancestors);
-:meth:`finish` computes each step's log-evidence increment, ESS and reward summaries from the
-step records in a few batched reductions (:func:`~fksteer.smc.result.build_trace`).
+:meth:`finish` adds up the log-evidence increments of the resampling steps from the step records
+in one batched reduction, and the result's trace (:class:`~fksteer.smc.result.Trace`) computes
+each step's ESS, reward summaries and distinct ancestors from them, in a few more, when first
+read (:func:`~fksteer.smc.result.build_trace`).
 
 A NaN or -inf reward at any step kills the particle (log-weight -inf, never resampled). At an
 intermediate step this restricts the target to paths whose predictions had finite rewards.
@@ -43,20 +45,34 @@ that forgets raises an error instead of losing that step's trace.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
+from fksteer.smc.checks import AllParticlesDeadError, argmax_finite, check_alive, check_no_plus_inf
 from fksteer.smc.config import FKConfig
 from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
 from fksteer.smc.potentials import get_potential
-from fksteer.smc.protocol import Reward, call_reward, final_reward
-from fksteer.smc.resampling import ResamplingScheme, get_scheme, survivors_in_place
-from fksteer.smc.result import SteeringResult, build_trace
+from fksteer.smc.protocol import Reward, final_reward, step_rewards
+from fksteer.smc.resampling import (
+    ResamplingScheme,
+    get_scheme,
+    survivors_in_place,
+    systematic,
+    systematic_from_uniform,
+)
+from fksteer.smc.result import (
+    SteeringResult,
+    Trace,
+    resampling_evidence,
+    scored_record,
+    unscored_record,
+)
 from fksteer.smc.rules import always, get_rule
 from fksteer.smc.tempering import Tilts
 from fksteer.smc.weights import ess, log_mean_exp, normalise, soft_reward
@@ -69,8 +85,18 @@ logger = logging.getLogger(__name__)
 _SEED_MIX = 0x9E3779B97F4A7C15
 
 
-class AllParticlesDeadError(RuntimeError):
-    """Every particle of a group has weight zero: the reward gave NaN or -inf to all of them."""
+def _without_grad(method: Callable) -> Callable:
+    """``method`` with autograd off. The drivers already run without it, so the check comes
+    first: a no_grad context entered on every call of every step costs more than the check."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return method(*args, **kwargs)
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return run
 
 
 def engine_generator(generator: torch.Generator) -> torch.Generator:
@@ -146,13 +172,15 @@ class ParticleSystem:
         self.num_groups = len(self.group_prompts)
         self.num_particles = config.num_particles
         self.plan = StepPlan(config, num_steps, method, self.num_groups * self.num_particles)
-        # one prompt per particle, group-major, as the reward receives them
-        per_particle = [p for p in self.group_prompts for _ in range(config.num_particles)]
-        self.reward_prompts = None if prompts is None else per_particle
-        # ... and one per prediction at the scoring steps (M per particle)
-        self._scoring_prompts = None if prompts is None else [
-            p for p in per_particle for _ in range(num_predictions)
-        ]
+        # one prompt per particle, group-major, as the reward receives them, and one per
+        # prediction at the scoring steps (M per particle), whose rewards are (G, K[, M])
+        self.reward_prompts = self._scoring_prompts = None
+        if prompts is not None:
+            self.reward_prompts = [p for p in self.group_prompts for _ in range(self.num_particles)]
+            self._scoring_prompts = [p for p in self.reward_prompts for _ in range(num_predictions)]
+        self._scoring_shape = (self.num_groups, self.num_particles)
+        if num_predictions > 1:
+            self._scoring_shape = (*self._scoring_shape, num_predictions)
         self.generator = generator
         self.engine_generator = engine_generator(generator)
         self.potential = get_potential(config.potential)
@@ -165,6 +193,8 @@ class ParticleSystem:
             self._fixed_tilt = torch.full((self.num_groups, 1), float(config.lmbda),
                                           dtype=torch.float64)
         self.log_weights = torch.zeros((self.num_groups, self.num_particles), dtype=torch.float64)
+        #: the log-weights of a group that just resampled; never written in place
+        self._reset_log_weights = self.log_weights
         self.log_evidence = torch.zeros(self.num_groups, dtype=torch.float64)
         #: the potential's per-particle state along each path, named (G, K) tensors
         self.potential_state = self.potential.initial_state(self.log_weights)
@@ -172,8 +202,13 @@ class ParticleSystem:
         self.samples_scored = 0
         #: one record per closed step; :func:`~fksteer.smc.result.build_trace` summarises them
         self.records: list[dict[str, Any]] = []
-        self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles  # (G, 1)
+        # (G, 1) where each group's particles start on the flat axis (None: one group, at 0)
+        self._offsets = None
+        if self.num_groups > 1:
+            self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
         self._unrecorded: dict[str, Any] | None = None
+        self._uniforms: Iterator[torch.Tensor] | None = None  # see _draw
+        self._plain: bool | None = None  # see _runs_plain
         self._finished = False
 
     # -- the driver's calls -----------------------------------------------------------------
@@ -182,7 +217,6 @@ class ParticleSystem:
         """Whether a potential applies at ``step`` (always False for the baselines)."""
         return self.plan.is_scoring_step(step)
 
-    @torch.no_grad()
     def weigh_and_resample(
         self, step: int, decoded: Any = None, *, rewards: torch.Tensor | None = None
     ) -> torch.Tensor | None:
@@ -195,32 +229,42 @@ class ParticleSystem:
         never crossing groups, by which the driver must reorder every per-particle tensor (state,
         model output, scheduler history, caches); or None when no group resampled.
         """
-        if not self.is_scoring_step(step):
+        if torch.is_grad_enabled():  # the drivers run without autograd: checked, not entered
+            with torch.no_grad():
+                return self.weigh_and_resample(step, decoded, rewards=rewards)
+        if step not in self.plan.scoring_steps:
             raise ValueError(f"step {step} is not a scoring step of this run.")
-        self._require_recorded(f"score step {step}")
+        if self._unrecorded is not None:
+            self._require_recorded(f"score step {step}")
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
-        reward_seconds = time.perf_counter() - start
-        start = time.perf_counter()
+        now = time.perf_counter()
+        reward_seconds, start = now - start, now
         # one cheap check of every value (a NaN or an infinity makes the sum non-finite; an
         # overflowing sum of finite rewards only takes the slow path for nothing)
         finite = math.isfinite(rewards.sum().item())
-        if not finite:
-            self._check_no_plus_inf(rewards, step)
-        lmbda = self._fixed_tilt  # (G, 1), or None when it varies
-        if lmbda is None:
-            lmbda = self.tilts.intermediate(  # (G, 1)
-                step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
-            )
-        rewards = self._combined(rewards, lmbda)  # (G, K)
-        record = self._weigh(step, rewards, lmbda, finite and self.num_predictions == 1)
-        record, ancestors = self._resample_where_due(step, record)
+        if self._plain is None:  # decided at the first scoring step, once the driver set up
+            self._plain = self._runs_plain()
+        if finite and self._plain:
+            record, ancestors = self._plain_step(step, rewards)
+        else:
+            if not finite:
+                check_no_plus_inf(rewards, step, self.group_prompts)
+            lmbda = self._fixed_tilt  # (G, 1), or None when it varies
+            if lmbda is None:
+                lmbda = self.tilts.intermediate(  # (G, 1)
+                    step, lambda tilt: self._log_increments(rewards, tilt), self.log_weights
+                )
+            if self.num_predictions > 1:
+                rewards = self._combined(rewards, lmbda)  # (G, K)
+            record = self._weigh(step, rewards, lmbda, finite and self.num_predictions == 1)
+            record, ancestors = self._resample_where_due(step, record)
         record["reward_seconds"] = reward_seconds
         record["engine_seconds"] = time.perf_counter() - start
         self._unrecorded = record
         return ancestors
 
-    @torch.no_grad()
+    @_without_grad
     def reweight(self, step: int, log_ratio: torch.Tensor) -> None:
         """Correct the weights for a move drawn from a proposal instead of the model's kernel.
 
@@ -267,7 +311,7 @@ class ParticleSystem:
         if record is None:
             if self.is_scoring_step(step):
                 raise RuntimeError(f"step {step} is a scoring step but was never scored.")
-            record = self._unscored(step)
+            record = unscored_record(step, self.log_weights)
         record["reward_seconds"] += times.decode + times.reward
         record["engine_seconds"] += times.permute
         record["model_seconds"] = times.model
@@ -275,7 +319,7 @@ class ParticleSystem:
         record["decode_seconds"] = times.decode
         self.records.append(record)
 
-    @torch.no_grad()
+    @_without_grad
     def finish(
         self, decoded: Any, *, rewards: torch.Tensor | None = None, times: StepTimes | None = None
     ) -> SteeringResult:
@@ -290,13 +334,13 @@ class ParticleSystem:
             raise RuntimeError("finish() was already called: a ParticleSystem runs once.")
         self._require_recorded("finish")
         self._finished = True
-        self.log_evidence = self.log_evidence + self._resampling_evidence()
+        self.log_evidence = self.log_evidence + resampling_evidence(self.records, self.num_groups)
         start = time.perf_counter()
         rewards = self._rewards(decoded, rewards, reward=self.final_reward)
         reward_seconds = time.perf_counter() - start
         start = time.perf_counter()
         step = self.num_steps
-        self._check_no_plus_inf(rewards, step)
+        check_no_plus_inf(rewards, step, self.group_prompts)
         dead = ~torch.isfinite(rewards)
         lmbda = self.tilts.final(  # (G, 1)
             lambda tilt: self._final_log_weights(rewards, dead, tilt), self.num_particles
@@ -306,7 +350,7 @@ class ParticleSystem:
         else:
             self._weigh_baseline(rewards, dead, lmbda)
         times = StepTimes() if times is None else times
-        record = self._scored_record(step, rewards, dead, lmbda)
+        record = scored_record(step, self.log_weights, rewards, dead, lmbda)
         record.update(
             resampled=torch.zeros(self.num_groups, dtype=torch.bool),
             ancestors=None,
@@ -369,17 +413,47 @@ class ParticleSystem:
         ``finite``: every reward is known to be finite (no particle dies, nothing to check)."""
         dead = None
         if not finite:
-            self._check_no_plus_inf(rewards, step)  # the soft reward keeps a draw's +inf
+            # the soft reward keeps a draw's +inf
+            check_no_plus_inf(rewards, step, self.group_prompts)
             dead = ~torch.isfinite(rewards)  # (G, K) NaN or -inf
             rewards_read = rewards.masked_fill(dead, 0.0)
         log_potential, self.potential_state = self.potential.step(
             self.potential_state, rewards if finite else rewards_read, lmbda, dead
         )
         newly_dead = None if dead is None else dead & torch.isfinite(self.log_weights)
-        self.log_weights = self.log_weights + log_potential
+        if self.log_weights is self._reset_log_weights:  # 0 + log G_i: nothing to add
+            self.log_weights = log_potential
+        else:
+            self.log_weights = self.log_weights + log_potential
         if dead is not None:
-            self._check_alive(step, rewards)
-        return self._scored_record(step, rewards, newly_dead, lmbda)
+            check_alive(self.log_weights, rewards, step, self.num_steps, self.group_prompts)
+        return scored_record(step, self.log_weights, rewards, newly_dead, lmbda)
+
+    def _runs_plain(self) -> bool:
+        """Whether every scoring step may take :meth:`_plain_step` (when its rewards are
+        finite): one prediction per particle, a fixed tilt, the ``always`` rule, no reference
+        path, no stable slots."""
+        return self.num_predictions == 1 and self._fixed_tilt is not None and (
+            self.rule is always and self.reference_ancestor is None and not self.stable_slots
+        )
+
+    def _plain_step(self, step: int, rewards: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+        """:meth:`_weigh` then :meth:`_resample_where_due` in one pass for a plain run
+        (:meth:`_runs_plain`) and finite rewards: the same tensor operations in the same order,
+        without the branches that cannot apply. Returns the record and the flat ancestors."""
+        lmbda = self._fixed_tilt  # (G, 1)
+        log_potential, state = self.potential.step(self.potential_state, rewards, lmbda, None)
+        log_weights = log_potential  # (G, K), after a resampling (or at the start): 0 + log G_i
+        if self.log_weights is not self._reset_log_weights:
+            log_weights = self.log_weights + log_potential
+        ancestors = self._draw(torch.softmax(log_weights, dim=1))  # (G, K), every group
+        self.log_weights = self._reset_log_weights
+        self.potential_state = {name: value.gather(1, ancestors) for name, value in state.items()}
+        record = scored_record(step, log_weights, rewards, None, lmbda)
+        record["resampled"], record["ancestors"] = None, ancestors
+        if self._offsets is not None:  # (G*K,) indices into the flat particle axis
+            return record, (ancestors + self._offsets).reshape(-1)
+        return record, ancestors.reshape(-1)
 
     def _resample_where_due(
         self, step: int, record: dict[str, Any]
@@ -397,23 +471,23 @@ class ParticleSystem:
             else:
                 logger.debug("step %d: %d group(s) resampled", step, int(resampled.sum()))
         ancestors = self._resample(resampled)  # (G, K)
-        flat_ancestors = ancestors.reshape(-1)  # (G*K,) indices into the flat particle axis
-        if self.num_groups > 1:
-            flat_ancestors = (ancestors + self._offsets).reshape(-1)
-        record.update(resampled=resampled, ancestors=ancestors)
-        return record, flat_ancestors
+        record["resampled"], record["ancestors"] = resampled, ancestors
+        if self.num_groups > 1:  # (G*K,) indices into the flat particle axis
+            return record, (ancestors + self._offsets).reshape(-1)
+        return record, ancestors.reshape(-1)
 
     def _resample(self, resampled: torch.Tensor | None) -> torch.Tensor:
         """Resample the groups flagged in ``resampled`` (G,), all of them when None; returns
         (G, K) within-group ancestors."""
         K = self.num_particles
         # Each resampled group's evidence grows by the mean of its unnormalised weights: the
-        # record keeps them, and :meth:`_resampling_evidence` adds them up at the end.
+        # record keeps them, and :func:`~fksteer.smc.result.resampling_evidence` adds them up at
+        # the end.
         probabilities = torch.softmax(self.log_weights, dim=1)  # (G, K)
         log_weights = self.log_weights  # before the reset: ancestor sampling reads them
         if resampled is None:
-            ancestors = self.scheme(probabilities, K, self.engine_generator)  # (G, K)
-            self.log_weights = torch.zeros_like(self.log_weights)
+            ancestors = self._draw(probabilities)  # (G, K)
+            self.log_weights = self._reset_log_weights
         else:
             ancestors = torch.arange(K).expand(self.num_groups, K).clone()  # (G, K)
             ancestors[resampled] = self.scheme(
@@ -430,26 +504,29 @@ class ParticleSystem:
         }
         return ancestors
 
-    def _resampling_evidence(self) -> torch.Tensor:
-        """(G,) the sum, over the steps at which each group resampled, of log_mean_exp of its
-        log-weights just before (in one batched reduction)."""
-        resampling = [record for record in self.records if record["ancestors"] is not None]
-        if not resampling:
-            return torch.zeros(self.num_groups, dtype=torch.float64)
-        log_weights = torch.stack([record["log_weights"] for record in resampling])  # (R, G, K)
-        every = torch.ones(self.num_groups, dtype=torch.bool)
-        resampled = torch.stack([
-            every if record["resampled"] is None else record["resampled"]
-            for record in resampling
-        ])  # (R, G)
-        return torch.where(resampled, log_mean_exp(log_weights), 0.0).sum(dim=0)
+    def _draw(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """(G, K) ancestors of every group by the run's scheme. A run that resamples every group
+        with the systematic scheme at every scoring step (the ``always`` rule, no reference
+        path) draws its uniforms, one per group and step, at the first: the same numbers in the
+        same order as one draw per step (the CPU generator fills a tensor in order), and the
+        generator ends the run in the same state."""
+        if self.scheme is not systematic or self.rule is not always or (
+            self.reference_ancestor is not None
+        ):
+            return self.scheme(probabilities, self.num_particles, self.engine_generator)
+        if self._uniforms is None:
+            shape = (len(self.plan.scoring_steps), self.num_groups, 1)
+            uniforms = torch.rand(shape, generator=self.engine_generator, dtype=torch.float64)
+            self._uniforms = iter(uniforms.neg_().unbind(0))  # -U, what the search reads
+        shift = next(self._uniforms)
+        return systematic_from_uniform(probabilities, self.num_particles, shift, negated=True)
 
     # -- the final step ---------------------------------------------------------------------
 
     def _weigh_final(self, rewards: torch.Tensor, dead: torch.Tensor, lmbda: torch.Tensor) -> None:
         """FK: the final potential exp(lambda r(x_0)) / prod_i G_i, then the evidence."""
         self.log_weights = self._final_log_weights(rewards, dead, lmbda)
-        self._check_alive(self.num_steps, rewards)
+        check_alive(self.log_weights, rewards, self.num_steps, self.num_steps, self.group_prompts)
         self.log_evidence = self.log_evidence + log_mean_exp(self.log_weights)
 
     def _weigh_baseline(
@@ -463,11 +540,11 @@ class ParticleSystem:
             # uniform: with guidance this is guided sampling without correction (biased)
             self.log_weights = torch.zeros_like(rewards)
             return
-        self._check_alive(self.num_steps, rewards, log_target)
+        check_alive(log_target, rewards, self.num_steps, self.num_steps, self.group_prompts)
         if self.method == "importance":
             self.log_weights = log_target
         else:  # best_of_n
-            best = _argmax_finite(rewards)
+            best = argmax_finite(rewards)
             self.log_weights = torch.full_like(rewards, -math.inf)
             self.log_weights.scatter_(1, best[:, None], 0.0)
 
@@ -478,9 +555,9 @@ class ParticleSystem:
             weights=torch.exp(log_weights),
             log_weights=log_weights,
             rewards=rewards,
-            best=_argmax_finite(rewards),
+            best=argmax_finite(rewards),
             log_evidence=self.log_evidence,
-            trace=build_trace(self.records, self.num_particles),
+            trace=Trace(self.records, self.num_particles),
             nfe=self.nfe,
             samples_scored=self.samples_scored,
             method=self.method,
@@ -488,35 +565,7 @@ class ParticleSystem:
             prompts=self.group_prompts,
         )
 
-    # -- trace records ----------------------------------------------------------------------
-
-    def _scored_record(
-        self,
-        step: int,
-        rewards: torch.Tensor,
-        newly_dead: torch.Tensor | None,
-        lmbda: torch.Tensor,
-    ) -> dict[str, Any]:
-        """The record of a scoring step. Its ESS and the summaries of its rewards and dead
-        particles are computed for all steps at once when the trace is built."""
-        return {
-            "step": step,
-            "scored": True,
-            "log_weights": self.log_weights,
-            "rewards": rewards,
-            "newly_dead": newly_dead,
-            "lmbda": lmbda,
-        }
-
-    def _unscored(self, step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "scored": False,
-            "log_weights": self.log_weights,
-            "ancestors": None,
-            "reward_seconds": 0.0,
-            "engine_seconds": 0.0,
-        }
+    # -- checks ------------------------------------------------------------------------------
 
     def _require_recorded(self, action: str) -> None:
         if self._unrecorded is not None:
@@ -528,41 +577,17 @@ class ParticleSystem:
     # -- helpers --------------------------------------------------------------------------
 
     def _rewards(
-        self,
-        decoded: Any,
-        rewards: torch.Tensor | None,
-        per_particle: int = 1,
-        reward: Reward | None = None,
+        self, decoded: Any, rewards: Any, per_particle: int = 1, reward: Reward | None = None
     ) -> torch.Tensor:
-        """The rewards of a step, float64 (G, K) or (G, K, M): ``reward``'s (default the run's
-        reward) on ``decoded``, or the ones the driver computed.
-
-        ``decoded`` holds G*K*M samples for M = ``per_particle`` predictions per particle, laid
-        out particle-major (the M predictions of particle p are rows p*M .. p*M + M - 1).
-        """
-        extra = (per_particle,) if per_particle > 1 else ()
-        shape = (self.num_groups, self.num_particles, *extra)
-        total = math.prod(shape)
-        if rewards is None:
-            if decoded is None:
-                raise ValueError("pass the decoded samples or their rewards.")
-            if len(decoded) != total:
-                raise ValueError(
-                    f"the model decoded {len(decoded)} samples but the run expects {total} "
-                    f"({self.num_groups} groups x {self.num_particles} particles x "
-                    f"{per_particle} prediction(s) each)."
-                )
-            prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
-            rewards = call_reward(self.reward if reward is None else reward, decoded, prompts)
-        else:  # the trace keeps them: a copy, so that the driver may reuse its tensor
-            rewards = torch.as_tensor(rewards).detach().to("cpu", torch.float64, copy=True)
-        if rewards.numel() != total:
-            raise ValueError(
-                f"got {rewards.numel()} rewards but the run expects {total} "
-                f"({' x '.join(map(str, shape))})."
-            )
-        self.samples_scored += total
-        return rewards.reshape(shape)
+        """The rewards of a step, float64 (G, K) or (G, K, M) (M = ``per_particle``):
+        ``reward``'s (default the run's) on ``decoded``, or the ones the driver computed (see
+        :func:`~fksteer.smc.protocol.step_rewards`)."""
+        shape = self._scoring_shape if per_particle > 1 else self._scoring_shape[:2]
+        prompts = self.reward_prompts if per_particle == 1 else self._scoring_prompts
+        reward = self.reward if reward is None else reward
+        rewards = step_rewards(reward, decoded, rewards, shape, prompts)
+        self.samples_scored += rewards.numel()
+        return rewards
 
     def _group(self, decoded: Any) -> Any:
         G, K = self.num_groups, self.num_particles
@@ -570,31 +595,3 @@ class ParticleSystem:
             return decoded.reshape(G, K, *decoded.shape[1:])
         items = list(decoded)
         return [items[g * K : (g + 1) * K] for g in range(G)]
-
-    def _check_no_plus_inf(self, rewards: torch.Tensor, step: int) -> None:
-        bad = rewards == math.inf
-        if bool(bad.any()):
-            group = int(bad.reshape(self.num_groups, -1).any(dim=1).nonzero()[0])
-            raise ValueError(
-                f"the reward returned +inf at step {step} for group {group} "
-                f"(prompt {self.group_prompts[group]!r}): rewards must be finite, or NaN/-inf "
-                "to discard a sample."
-            )
-
-    def _check_alive(
-        self, step: int, rewards: torch.Tensor, log_weights: torch.Tensor | None = None
-    ) -> None:
-        log_weights = self.log_weights if log_weights is None else log_weights
-        all_dead = torch.isneginf(log_weights).all(dim=1)
-        if bool(all_dead.any()):
-            group = int(all_dead.nonzero()[0])
-            raise AllParticlesDeadError(
-                f"every particle of group {group} (prompt {self.group_prompts[group]!r}) has "
-                f"weight zero at step {step} of {self.num_steps}: the reward returned "
-                f"{rewards[group].tolist()}. Rewards must be finite for at least one particle."
-            )
-
-
-def _argmax_finite(rewards: torch.Tensor) -> torch.Tensor:
-    """(G,) index of the largest reward per group, NaN counted as -inf."""
-    return torch.nan_to_num(rewards, nan=-math.inf).argmax(dim=1)

@@ -70,10 +70,15 @@ class Potential:
         name: the registry key (what ``FKConfig.potential`` names).
         carried: per-particle quantities the potential carries along the path, name -> initial
             value (e.g. the running maximum of the rewards, starting at -inf).
+        applied_log_potential: the state entry holding log prod_i G_i, the sum of the
+            log-potentials applied along each path, which the final correction divides out: a
+            running sum the base class keeps (``APPLIED``), unless the potential carries that
+            sum already under another name.
     """
 
     name: ClassVar[str] = ""
     carried: ClassVar[dict[str, float]] = {}
+    applied_log_potential: ClassVar[str] = APPLIED
 
     def log_potential(
         self, state: PotentialState, rewards: torch.Tensor, lmbda: torch.Tensor
@@ -84,7 +89,8 @@ class Potential:
     def initial_state(self, like: torch.Tensor) -> PotentialState:
         """The state before the first scoring step, shaped and placed like ``like`` (G, K)."""
         state = {name: like.new_full(like.shape, value) for name, value in self.carried.items()}
-        state[APPLIED] = like.new_zeros(like.shape)
+        if self.applied_log_potential == APPLIED:
+            state[APPLIED] = like.new_zeros(like.shape)
         return state
 
     def step(
@@ -97,6 +103,10 @@ class Potential:
         """Apply one scoring step: log G_i (-inf where ``dead``; ``None``: no particle died at
         this step) and the updated state."""
         log_potential, carried = self.log_potential(state, rewards, lmbda)
+        if self.applied_log_potential != APPLIED:  # carried already: no running sum to keep
+            if dead is not None:
+                log_potential = log_potential.masked_fill(dead, -math.inf)
+            return log_potential, {**state, **carried}
         if dead is None:
             return log_potential, {**state, **carried, APPLIED: state[APPLIED] + log_potential}
         log_potential = log_potential.masked_fill(dead, -math.inf)
@@ -109,7 +119,11 @@ class Potential:
     ) -> torch.Tensor:
         """log of the final potential exp(lambda r(x_0)) / prod_i G_i (the path product
         telescopes to exp(lambda r(x_0)) whatever the intermediate potentials were)."""
-        return lmbda * rewards - state[APPLIED]
+        return lmbda * rewards - self.applied(state)
+
+    def applied(self, state: PotentialState) -> torch.Tensor:
+        """(G, K) log prod_i G_i: the log-potentials applied along each particle's path."""
+        return state[self.applied_log_potential]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -147,6 +161,10 @@ class Difference(Potential):
 
     name = "difference"
     carried = {"previous_tilt": 0.0}  # lambda_prev * r_prev
+    # sum_i (lambda_i r_i - lambda_{i-1} r_{i-1}) telescopes to lambda_last r_last along every
+    # path (the entry is gathered with it when particles resample): no running sum to keep,
+    # and the final correction carries no rounding accumulated over the steps.
+    applied_log_potential = "previous_tilt"
 
     def log_potential(self, state, rewards, lmbda):
         """lambda_i r_i - lambda_prev r_prev."""

@@ -20,17 +20,27 @@ A model also says which of its tensors belong to its particles, once
 engine reorders particles from that description, and the distributed drivers move them between
 processes with it. A model that cannot describe its rows may implement ``permute`` instead.
 :func:`call_reward` is the one way the engine calls a reward: on a flat batch, in chunks of the
-reward's ``batch_size``.
+reward's ``batch_size``; :func:`step_rewards` shapes one step's rewards (G, K[, M]), called or
+given by the driver.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["StepModel", "GuidedStepModel", "Reward", "call_reward", "final_reward"]
+__all__ = [
+    "StepModel",
+    "GuidedStepModel",
+    "Reward",
+    "call_reward",
+    "final_reward",
+    "is_step_model",
+    "step_rewards",
+]
 
 
 @runtime_checkable
@@ -154,6 +164,17 @@ class Reward(Protocol):
         """B rewards for B samples (``prompts``: one per sample, or None)."""
 
 
+_STEP_MODEL_MEMBERS = ("num_steps", "init", "predict", "move", "decode", "final_sample")
+
+
+def is_step_model(model: Any) -> bool:
+    """``isinstance(model, StepModel)``: the common answer (every member there, none None) is
+    read directly, without the protocol check's walk of its members on every call."""
+    if all(getattr(model, name, None) is not None for name in _STEP_MODEL_MEMBERS):
+        return True
+    return isinstance(model, StepModel)
+
+
 def final_reward(reward: Reward) -> Reward:
     """The reward of the final samples: ``reward.final_reward`` if declared, else ``reward``."""
     final = getattr(reward, "final_reward", None)
@@ -166,7 +187,7 @@ def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> 
     ``prompts`` has one entry per sample, or is None. Raises a ValueError when the reward does
     not return one value per sample.
     """
-    total = len(samples)
+    total = samples.shape[0] if isinstance(samples, torch.Tensor) else len(samples)
     batch_size = getattr(reward, "batch_size", None) or max(total, 1)
     if batch_size >= total:  # one call: a tensor is passed as it is, anything else sliced
         whole = samples if isinstance(samples, torch.Tensor) else samples[0:total]
@@ -179,11 +200,51 @@ def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> 
     return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
 
 
+def step_rewards(
+    reward: Reward,
+    decoded: Any,
+    rewards: Any,
+    shape: tuple[int, ...],
+    prompts: Sequence[Any] | None,
+) -> torch.Tensor:
+    """The rewards of one step of G groups of K particles, float64 on the CPU, ``shape`` (G, K)
+    or (G, K, M): ``reward`` on ``decoded`` (``prompts``: one per sample, or None), or the
+    ``rewards`` a driver computed itself (copied: the caller may reuse its tensor).
+
+    ``decoded`` holds G*K*M samples for M predictions per particle, laid out particle-major
+    (the M predictions of particle p are rows p*M .. p*M + M - 1). A ValueError says when the
+    counts do not match.
+    """
+    total = math.prod(shape)
+    if rewards is None:
+        if decoded is None:
+            raise ValueError("pass the decoded samples or their rewards.")
+        count = decoded.shape[0] if isinstance(decoded, torch.Tensor) else len(decoded)
+        if count != total:
+            per_particle = shape[2] if len(shape) > 2 else 1
+            raise ValueError(
+                f"the model decoded {count} samples but the run expects {total} "
+                f"({shape[0]} groups x {shape[1]} particles x {per_particle} prediction(s) each)."
+            )
+        rewards = call_reward(reward, decoded, prompts)
+    else:
+        rewards = torch.as_tensor(rewards).detach().to("cpu", torch.float64, copy=True)
+    if rewards.numel() != total:
+        raise ValueError(
+            f"got {rewards.numel()} rewards but the run expects {total} "
+            f"({' x '.join(map(str, shape))})."
+        )
+    return rewards.reshape(shape)
+
+
 def _reward_values(out: Any, expected: int) -> torch.Tensor:
     """A reward's output as (B,) float64 on the CPU, or a ValueError when B != ``expected``."""
-    out = torch.as_tensor(out)
-    if out.requires_grad or out.dtype != torch.float64 or out.device.type != "cpu":
-        out = out.detach().to(device="cpu", dtype=torch.float64)
+    if not isinstance(out, torch.Tensor):
+        out = torch.as_tensor(out)
+    if out.requires_grad:
+        out = out.detach()
+    if out.dtype != torch.float64 or not out.is_cpu:
+        out = out.to(device="cpu", dtype=torch.float64)
     if out.dim() != 1:
         out = out.reshape(-1)
     if out.numel() != expected:

@@ -8,7 +8,8 @@ What is in it:
 
 - :func:`multinomial`, :func:`stratified`, :func:`systematic`, :func:`residual`: the four
   standard unbiased schemes, all with one signature
-  ``scheme(weights, num_samples, generator) -> ancestors``.
+  ``scheme(weights, num_samples, generator) -> ancestors``; :func:`systematic_from_uniform`
+  is the systematic scheme for uniforms its caller drew.
 - :data:`RESAMPLING_SCHEMES`: the registry, name -> scheme; :func:`get_scheme` looks a name up.
 - :func:`resample`: the public entry point; validates its input once, then calls a scheme given
   by name or as a callable of the signature above.
@@ -44,6 +45,8 @@ Sequential Monte Carlo", Springer, chapter 9.
 
 from __future__ import annotations
 
+import functools
+import math
 import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -62,6 +65,7 @@ __all__ = [
     "get_scheme",
     "survivors_in_place",
     "multinomial",
+    "systematic_from_uniform",
     "residual",
     "resample",
     "stratified",
@@ -204,13 +208,39 @@ def systematic(
     every test function (Douc, Cappé & Moulines 2005, sec. 3.4; Chopin & Papaspiliopoulos 2020,
     sec. 9.6). Ancestors are sorted. ``weights`` (..., N) -> int64 ancestors (..., num_samples).
     """
+    uniform = _uniforms((*weights.shape[:-1], 1), generator, weights.device)  # (..., 1)
+    return systematic_from_uniform(weights, num_samples, uniform)
+
+
+def systematic_from_uniform(
+    weights: torch.Tensor, num_samples: int, uniform: torch.Tensor, negated: bool = False
+) -> torch.Tensor:
+    """The ancestors of :func:`systematic` for a given uniform U per row, ``uniform`` (..., 1)
+    float64 in [0, 1): the points ``(j + U) / M``. For a caller that draws its uniforms itself
+    (e.g. all of a run's at once, the same numbers as one draw per call); ``negated``: it holds
+    -U instead (negating is exact), which is what the search reads.
+
+    On the CPU, rows of up to 1024 particles take one binary search whose ancestors are those
+    of :func:`_systematic_by_counts`, bit for bit: with ``x_i = M cdf_i / total - U`` rounded as
+    there, ``ceil(x_i) <= j`` holds exactly when ``x_i <= j`` for an integer j, so the ancestor
+    of point j, the number of i < N - 1 with ``n_i <= j``, is the number of ``x_i <= j`` once
+    every i whose ``cdf_i`` is the total (the last one, and trailing zeros) is sent to +inf.
+    ``x`` is non-decreasing (the CPU's cumulative sum adds in order): that count is
+    ``searchsorted(x, j, right=True)``."""
     import torch
 
-    batch_shape = weights.shape[:-1]
-    uniform = _uniforms((*batch_shape, 1), generator, weights.device)  # (..., 1)
-    if weights.device.type == "cpu" and weights.dim() == 2:
-        return _systematic_by_counts(weights, num_samples, uniform)
+    if weights.is_cpu and weights.dim() == 2:  # rows of particles, as the engine resamples
+        if weights.shape[1] <= _SEARCH_MAX_PARTICLES and num_samples <= _SEARCH_MAX_PARTICLES:
+            rows = weights.detach() if weights.requires_grad else weights
+            cdf = torch.cumsum(rows, dim=-1, dtype=torch.float64)  # (R, N)
+            total = cdf[:, -1:]  # (R, 1)
+            shift = uniform if negated else -uniform  # -U
+            points = torch.addcdiv(shift, cdf, total, value=num_samples)  # (R, N), x_i
+            points.masked_fill_(cdf == total, math.inf)
+            return torch.searchsorted(points, _grid(weights.shape[0], num_samples), right=True)
+        return _systematic_by_counts(weights, num_samples, -uniform if negated else uniform)
     offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
+    uniform = -uniform if negated else uniform
     return _inverse_cdf(weights, (offsets + uniform) / num_samples)  # (..., M)
 
 
@@ -242,6 +272,19 @@ def _systematic_by_counts(
         boundaries = boundaries + torch.arange(rows)[:, None] * stride
     marks = torch.bincount(boundaries.reshape(-1), minlength=rows * stride)  # (R * (M + 1),)
     return marks.view(rows, stride).cumsum_(1)[:, :num_samples]  # (R, M)
+
+
+#: Up to this many particles (and samples), one binary search beats the offspring counts (CPU).
+_SEARCH_MAX_PARTICLES = 1024
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(rows: int, num_samples: int) -> torch.Tensor:
+    """The points 0 .. M - 1 (float64, (rows, M), contiguous), made once per shape; read only."""
+    import torch
+
+    with torch.inference_mode(False):  # a normal tensor, whatever mode it is first made in
+        return torch.arange(num_samples, dtype=torch.float64).repeat(rows, 1)
 
 
 def residual(

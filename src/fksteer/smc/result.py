@@ -3,9 +3,11 @@
     from fksteer import SteeringResult
     from fksteer.smc.result import StepTrace, concatenate_results
 
-``build_trace`` turns the particle system's step records into the trace, summarising every
-step's rewards, dead particles, ESS and distinct ancestors in a few vectorised passes at the end
-of the run instead of a dozen small reductions per step. ``concatenate_results`` joins the
+``build_trace`` turns the particle system's step records (made by ``scored_record`` and
+``unscored_record``) into the trace, summarising every step's rewards, dead particles, ESS and
+distinct ancestors in a few vectorised passes at the end of the run instead of a dozen small
+reductions per step; ``resampling_evidence`` adds up the log-evidence increments of the steps
+that resampled from the same records, in one reduction. ``concatenate_results`` joins the
 results of runs over disjoint groups (e.g. one per process of a prompt-parallel run) into one
 result, groups in the order given.
 
@@ -25,9 +27,18 @@ import torch
 
 from fksteer.smc.config import FKConfig, SearchConfig
 from fksteer.smc.tempering import GroupSchedule, schedule_of
-from fksteer.smc.weights import ess
+from fksteer.smc.weights import ess, log_mean_exp
 
-__all__ = ["StepTrace", "SteeringResult", "build_trace", "concatenate_results"]
+__all__ = [
+    "StepTrace",
+    "SteeringResult",
+    "Trace",
+    "build_trace",
+    "concatenate_results",
+    "resampling_evidence",
+    "scored_record",
+    "unscored_record",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,56 @@ class StepTrace:
     decode_seconds: float = 0.0
 
 
+def scored_record(
+    step: int,
+    log_weights: torch.Tensor,
+    rewards: torch.Tensor,
+    newly_dead: torch.Tensor | None,
+    lmbda: torch.Tensor,
+) -> dict[str, Any]:
+    """The record of a scoring step: the log-weights after its potential, its rewards, the
+    particles that died there and its tilts. Its ESS and the summaries of its rewards and dead
+    particles are computed for all steps at once by :func:`build_trace`."""
+    return {
+        "step": step,
+        "scored": True,
+        "log_weights": log_weights,
+        "rewards": rewards,
+        "newly_dead": newly_dead,
+        "lmbda": lmbda,
+    }
+
+
+def unscored_record(step: int, log_weights: torch.Tensor) -> dict[str, Any]:
+    """The record of a step without a potential (its log-weights carried on)."""
+    return {
+        "step": step,
+        "scored": False,
+        "log_weights": log_weights,
+        "ancestors": None,
+        "reward_seconds": 0.0,
+        "engine_seconds": 0.0,
+    }
+
+
+def resampling_evidence(records: Sequence[dict[str, Any]], num_groups: int) -> torch.Tensor:
+    """(G,) the sum, over the steps at which each group resampled, of log_mean_exp of its
+    log-weights just before: the log-evidence increments, in one batched reduction."""
+    log_weights, flags = [], []  # of the steps that resampled
+    for record in records:
+        if record["ancestors"] is not None:
+            log_weights.append(record["log_weights"])
+            flags.append(record["resampled"])
+    if not log_weights:
+        return torch.zeros(num_groups, dtype=torch.float64)
+    increments = log_mean_exp(torch.stack(log_weights))  # (R, G)
+    if flags.count(None) == len(flags):  # every group, every time
+        return increments.sum(dim=0)
+    every = torch.ones(num_groups, dtype=torch.bool)
+    resampled = torch.stack([every if flag is None else flag for flag in flags])  # (R, G)
+    return torch.where(resampled, increments, 0.0).sum(dim=0)
+
+
 def build_trace(records: Sequence[dict[str, Any]], num_particles: int) -> tuple[StepTrace, ...]:
     """The trace of a run from its step records, in step order.
 
@@ -80,32 +141,41 @@ def build_trace(records: Sequence[dict[str, Any]], num_particles: int) -> tuple[
     (G, K) float64, the particles that died there (``newly_dead``, (G, K) bool, or None when
     none did), its tilts (G, 1) and ancestors (G, K, or None), and ``resampled`` (G,) bool or
     None when every group resampled. Reward means count finite rewards only; reward maxima
-    count NaN as -inf.
+    count NaN as -inf. Every per-step tensor is a row of one tensor stacked over the steps.
     """
     carried = ess(torch.stack([record["log_weights"] for record in records]))  # (N, G)
-    summaries = _reward_summaries([record for record in records if record["scored"]])
-    distinct = _distinct_ancestors(records)
+    scored = [record for record in records if record["scored"]]
+    summaries = _reward_summaries(scored)
+    resampled = _resampled_rows(records, carried.shape[1])
+    distinct = _distinct_ancestors(records, num_particles, carried.shape[1])
+    lmbdas = [record["lmbda"] for record in records if record.get("lmbda") is not None]
+    tilts = iter(torch.stack(lmbdas)[:, :, 0].unbind(0) if lmbdas else ())
     trace = []
-    for record, step_ess in zip(records, carried, strict=True):
-        scored, final = record["scored"], record.get("final", False)
+    for record, step_ess, step_resampled, step_distinct in zip(
+        records, carried.unbind(0), resampled, distinct, strict=True
+    ):
         mean, maximum, num_dead = summaries.get(id(record), (None, None, None))
-        resampled = record.get("resampled", False)
-        if not isinstance(resampled, torch.Tensor):  # None: all groups; absent: none
-            resampled = torch.full(step_ess.shape, resampled is None, dtype=torch.bool)
-        num_distinct = distinct.get(id(record))
-        if scored and not final and num_distinct is None:
-            num_distinct = torch.full(step_ess.shape, num_particles, dtype=torch.int64)
-        lmbda = record.get("lmbda")
+        lmbda = None if record.get("lmbda") is None else next(tilts)
         trace.append(StepTrace(
-            step=record["step"], scored=scored, ess=record.get("ess", step_ess),
-            resampled=resampled, ancestors=record["ancestors"], num_distinct=num_distinct,
+            step=record["step"], scored=record["scored"], ess=record.get("ess", step_ess),
+            resampled=step_resampled, ancestors=record["ancestors"], num_distinct=step_distinct,
             reward_mean=mean, reward_max=maximum, num_dead=num_dead,
             model_seconds=record["model_seconds"], reward_seconds=record["reward_seconds"],
             engine_seconds=record["engine_seconds"],
-            decode_seconds=record.get("decode_seconds", 0.0),
-            lmbda=None if lmbda is None else lmbda[:, 0],
+            decode_seconds=record.get("decode_seconds", 0.0), lmbda=lmbda,
         ))
     return tuple(trace)
+
+
+def _resampled_rows(records: Sequence[dict[str, Any]], num_groups: int) -> tuple[torch.Tensor, ...]:
+    """(G,) bool per record: its ``resampled`` (None: every group; absent: none), as the rows
+    of one (N, G) tensor."""
+    flags = [record.get("resampled", False) for record in records]
+    rows = torch.tensor([flag is None for flag in flags]).unsqueeze(1).repeat(1, num_groups)
+    for index, flag in enumerate(flags):
+        if isinstance(flag, torch.Tensor):
+            rows[index] = flag
+    return rows.unbind(0)
 
 
 def _reward_summaries(scored: Sequence[dict[str, Any]]) -> dict[int, tuple[torch.Tensor, ...]]:
@@ -116,25 +186,77 @@ def _reward_summaries(scored: Sequence[dict[str, Any]]) -> dict[int, tuple[torch
     dead = ~torch.isfinite(rewards)
     means = torch.where(dead, 0.0, rewards).sum(-1) / (~dead).sum(-1)  # (S, G)
     maxima = torch.nan_to_num(rewards, nan=-math.inf).amax(-1)  # (S, G)
-    no_deaths = torch.zeros_like(dead[0])
-    newly_dead = torch.stack([
-        no_deaths if record["newly_dead"] is None else record["newly_dead"] for record in scored
-    ]).sum(-1)  # (S, G)
-    return {
-        id(record): row for record, *row in zip(scored, means, maxima, newly_dead, strict=True)
-    }
+    if all(record["newly_dead"] is None for record in scored):
+        newly_dead = torch.zeros(maxima.shape, dtype=torch.int64)  # (S, G)
+    else:
+        no_deaths = torch.zeros_like(dead[0])
+        newly_dead = torch.stack([
+            no_deaths if record["newly_dead"] is None else record["newly_dead"]
+            for record in scored
+        ]).sum(-1)  # (S, G)
+    rows = zip(scored, means.unbind(0), maxima.unbind(0), newly_dead.unbind(0), strict=True)
+    return {id(record): row for record, *row in rows}
 
 
-def _distinct_ancestors(records: Sequence[dict[str, Any]]) -> dict[int, torch.Tensor]:
-    """id(record) -> (G,) number of distinct ancestors, for the records that resampled."""
-    resampling = [record for record in records if record["ancestors"] is not None]
-    if not resampling:
-        return {}
-    ancestors = torch.stack([record["ancestors"] for record in resampling])  # (R, G, K)
-    present = torch.zeros(ancestors.shape, dtype=torch.bool)
-    present.scatter_(-1, ancestors, True)
-    counts = present.sum(-1)  # (R, G)
-    return {id(record): row for record, row in zip(resampling, counts, strict=True)}
+def _distinct_ancestors(
+    records: Sequence[dict[str, Any]], num_particles: int, num_groups: int
+) -> list[torch.Tensor | None]:
+    """(G,) number of distinct ancestors per record (K where nothing resampled), None for the
+    unscored steps and the final one; rows of one (N, G) tensor."""
+    counts = torch.full((len(records), num_groups), num_particles, dtype=torch.int64)  # (N, G)
+    resampling = [index for index, record in enumerate(records) if record["ancestors"] is not None]
+    if resampling:
+        ancestors = torch.stack([records[index]["ancestors"] for index in resampling])  # (R, G, K)
+        present = torch.zeros(ancestors.shape, dtype=torch.bool)
+        present.scatter_(-1, ancestors, True)
+        counts[torch.tensor(resampling)] = present.sum(-1)  # (R, G)
+    return [
+        row if record["scored"] and not record.get("final", False) else None
+        for record, row in zip(records, counts.unbind(0), strict=True)
+    ]
+
+
+class Trace(Sequence[StepTrace]):
+    """A run's per-step trace: a read-only sequence of :class:`StepTrace`, built from the step
+    records by :func:`build_trace` when first read (a run whose trace nobody reads does not pay
+    for its summaries). It compares equal to the tuple of its steps and pickles as that tuple.
+    """
+
+    __slots__ = ("_records", "_num_particles", "_steps")
+
+    def __init__(self, records: Sequence[dict[str, Any]], num_particles: int) -> None:
+        self._records: list[dict[str, Any]] | None = list(records)
+        self._num_particles = num_particles
+        self._steps: tuple[StepTrace, ...] | None = None
+
+    def steps(self) -> tuple[StepTrace, ...]:
+        """The steps, as a tuple (built on the first call, kept after)."""
+        if self._steps is None:
+            self._steps = build_trace(self._records, self._num_particles)
+            self._records = None
+        return self._steps
+
+    def __len__(self) -> int:
+        return len(self._records) if self._steps is None else len(self._steps)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.steps()[index]
+
+    def __iter__(self) -> Any:
+        return iter(self.steps())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Trace, tuple)):
+            return self.steps() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Trace({self.steps()!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, (self.steps(),))
 
 
 @dataclass(frozen=True)
@@ -151,7 +273,8 @@ class SteeringResult:
         best: (G,) index of the highest final reward in each group.
         log_evidence: (G,) estimate of log Z = log E_p[exp(lambda r(x_0))] per group; its
             exponential is unbiased for Z (NaN for a search, which estimates no Z).
-        trace: one :class:`StepTrace` per step, then one for the final potential.
+        trace: one :class:`StepTrace` per step, then one for the final potential (a
+            :class:`Trace` built when first read, or a tuple).
         nfe: denoiser evaluations, all groups (rows the model evaluated, summed over steps;
             a guided move counts twice).
         samples_scored: the samples the reward scored, all groups, intermediate and final
@@ -170,7 +293,7 @@ class SteeringResult:
     rewards: torch.Tensor
     best: torch.Tensor
     log_evidence: torch.Tensor
-    trace: tuple[StepTrace, ...]
+    trace: Sequence[StepTrace]
     nfe: int
     samples_scored: int
     method: str

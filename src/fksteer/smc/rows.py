@@ -82,6 +82,16 @@ def flatten_rows(tree: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Te
 
 def select_rows(tree: Any, index: torch.Tensor) -> Any:
     """``tree`` with every tensor leaf's rows taken at ``index`` (on each leaf's device)."""
+    import torch
+
+    if type(tree) is dict:  # the common flat case (e.g. TensorRows): no tree to walk
+        selected, device = {}, index.get_device()  # -1: the CPU
+        for key, leaf in tree.items():
+            if not (isinstance(leaf, torch.Tensor) and leaf.get_device() == device):
+                break
+            selected[key] = leaf.index_select(0, index)
+        else:
+            return selected
     leaves, build = flatten_rows(tree)
     return build([
         leaf.index_select(0, index if leaf.device == index.device else index.to(leaf.device))
@@ -135,6 +145,18 @@ class TensorRows(PermuteByRows):
 
     def with_particle_rows(self, state: Any, model_output: Any, rows: Any) -> tuple[Any, Any]:
         """The state and output made of ``rows``."""
+        return rows["state"], rows["output"]
+
+    def permute(self, state: Any, model_output: Any, ancestors: torch.Tensor) -> tuple[Any, Any]:
+        """:meth:`PermuteByRows.permute` for these rows, without the calls that read and write
+        them back (they are the state and the output themselves)."""
+        import torch
+
+        if isinstance(state, torch.Tensor) and isinstance(model_output, torch.Tensor):
+            device = ancestors.get_device()
+            if state.get_device() == device and model_output.get_device() == device:
+                return state.index_select(0, ancestors), model_output.index_select(0, ancestors)
+        rows = select_rows({"state": state, "output": model_output}, ancestors)
         return rows["state"], rows["output"]
 
     def replicate(self) -> Any:
