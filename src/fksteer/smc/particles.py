@@ -448,7 +448,9 @@ class ParticleSystem:
             log_weights = self.log_weights + log_potential
         ancestors = self._draw(torch.softmax(log_weights, dim=1))  # (G, K), every group
         self.log_weights = self._reset_log_weights
-        self.potential_state = {name: value.gather(1, ancestors) for name, value in state.items()}
+        self.potential_state = gathered = {}  # a loop, not a comprehension: one frame fewer
+        for name, value in state.items():
+            gathered[name] = value.gather(1, ancestors)
         record = scored_record(step, log_weights, rewards, None, lmbda)
         record["resampled"], record["ancestors"] = None, ancestors
         if self._offsets is not None:  # (G*K,) indices into the flat particle axis

@@ -232,12 +232,13 @@ def systematic_from_uniform(
     if weights.is_cpu and weights.dim() == 2:  # rows of particles, as the engine resamples
         if weights.shape[1] <= _SEARCH_MAX_PARTICLES and num_samples <= _SEARCH_MAX_PARTICLES:
             rows = weights.detach() if weights.requires_grad else weights
+            grid, inf = _search_constants(weights.shape[0], num_samples)
             cdf = torch.cumsum(rows, dim=-1, dtype=torch.float64)  # (R, N)
-            total = cdf[:, -1:]  # (R, 1)
+            total = cdf.narrow(1, weights.shape[1] - 1, 1)  # (R, 1), cdf[:, -1:]
             shift = uniform if negated else -uniform  # -U
             points = torch.addcdiv(shift, cdf, total, value=num_samples)  # (R, N), x_i
-            points.masked_fill_(cdf == total, math.inf)
-            return torch.searchsorted(points, _grid(weights.shape[0], num_samples), right=True)
+            points.masked_fill_(cdf == total, inf)
+            return torch.searchsorted(points, grid, right=True)
         return _systematic_by_counts(weights, num_samples, -uniform if negated else uniform)
     offsets = torch.arange(num_samples, dtype=torch.float64, device=weights.device)  # (M,)
     uniform = -uniform if negated else uniform
@@ -279,12 +280,14 @@ _SEARCH_MAX_PARTICLES = 1024
 
 
 @functools.lru_cache(maxsize=32)
-def _grid(rows: int, num_samples: int) -> torch.Tensor:
-    """The points 0 .. M - 1 (float64, (rows, M), contiguous), made once per shape; read only."""
+def _search_constants(rows: int, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points 0 .. M - 1 (float64, (rows, M), contiguous) and +inf as a float64 scalar
+    tensor (a tensor fill value is the cheaper call), made once per shape; read only."""
     import torch
 
-    with torch.inference_mode(False):  # a normal tensor, whatever mode it is first made in
-        return torch.arange(num_samples, dtype=torch.float64).repeat(rows, 1)
+    with torch.inference_mode(False):  # normal tensors, whatever mode they are first made in
+        grid = torch.arange(num_samples, dtype=torch.float64).repeat(rows, 1)
+        return grid, torch.tensor(math.inf, dtype=torch.float64)
 
 
 def residual(
