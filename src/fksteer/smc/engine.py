@@ -197,4 +197,3 @@ def _step(
     evaluations = None if strength is None else system.plan.evaluations(guided=True)
     system.record(step, times, evaluations=evaluations)
     return state
-

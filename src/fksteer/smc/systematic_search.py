@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["systematic_from_uniform", "uniforms_far_from_one"]
 
 
-def _search_cdf(
-    cdf: torch.Tensor, positive: torch.Tensor, uniforms: torch.Tensor
-) -> torch.Tensor:
+def _search_cdf(cdf: torch.Tensor, positive: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF lookup that can never return an index whose weight is zero.
 
     ``cdf`` (..., N) float64 cumulative weights, ``positive`` (..., N) bool mask of the particles
