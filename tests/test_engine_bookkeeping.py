@@ -24,7 +24,12 @@ from fksteer.models import GaussianMixtureDiffusion, LinearReward
 from fksteer.smc.engine import run_system
 from fksteer.smc.particles import ParticleSystem
 from fksteer.smc.potentials import APPLIED, Difference
-from fksteer.smc.resampling import _systematic_by_counts, systematic, systematic_from_uniform
+from fksteer.smc.resampling import (
+    _systematic_by_counts,
+    systematic,
+    systematic_from_uniform,
+    uniforms_far_from_one,
+)
 from fksteer.smc.result import StepTrace, Trace
 
 
@@ -61,6 +66,46 @@ def test_systematic_search_equals_the_offspring_counts_bit_for_bit():
             assert torch.equal(searched, expected)
             checked += 1
     assert checked == 4500
+
+
+def test_search_without_the_mask_equals_the_offspring_counts_for_uniforms_far_from_one():
+    generator = torch.Generator().manual_seed(2)
+    checked = 0
+    for trial in range(1500):
+        rows = int(torch.randint(1, 5, (1,), generator=generator))
+        size = int(torch.randint(1, 1025, (1,), generator=generator))
+        num_samples = int(torch.randint(1, 1025, (1,), generator=generator))
+        weights = _random_rows(generator, trial % 5, rows, size)  # positive totals
+        # the largest uniform the bound admits, zero, and a random one
+        edge = torch.nextafter(
+            torch.tensor(1.0 - num_samples * 2.0**-46, dtype=torch.float64),
+            torch.tensor(0.0, dtype=torch.float64),
+        )
+        for uniform in (
+            edge.expand(rows, 1),
+            torch.zeros(rows, 1, dtype=torch.float64),
+            torch.rand(rows, 1, generator=generator, dtype=torch.float64),
+        ):
+            assert uniforms_far_from_one(uniform, num_samples)
+            expected = _systematic_by_counts(weights, num_samples, uniform)
+            searched = systematic_from_uniform(weights, num_samples, -uniform, True, True)
+            assert torch.equal(searched, expected)
+            checked += 1
+        # a NaN total: the mask is empty, and leaving it out changes nothing
+        nan_rows = weights.double().clone()
+        nan_rows[:, -1] = math.nan
+        assert torch.equal(
+            systematic_from_uniform(nan_rows, num_samples, -edge.expand(rows, 1), True, True),
+            systematic_from_uniform(nan_rows, num_samples, -edge.expand(rows, 1), True),
+        )
+    assert checked == 4500
+    # at the edges of [0, 1) the bound fails, and the mask is what keeps the ancestors exact
+    uniform = torch.full((1, 1), 1.0 - 2.0**-53, dtype=torch.float64)
+    assert not uniforms_far_from_one(uniform, 1)
+    weights = torch.tensor([[1.0, 2.0, 0.0, 0.0]], dtype=torch.float64)
+    expected = _systematic_by_counts(weights, 4, uniform)
+    assert torch.equal(systematic_from_uniform(weights, 4, -uniform, True), expected)
+    assert not torch.equal(systematic_from_uniform(weights, 4, -uniform, True, True), expected)
 
 
 @pytest.mark.parametrize("size", [7, 1024, 1500])

@@ -13,8 +13,9 @@ and the particle system multiplies each weight by the proposal's density ratio.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -128,10 +129,12 @@ def run_system(
     """The sampling loop of :func:`steer` on a built particle system, once; ``hooks`` (see
     :class:`SweepHooks`) are called after every ``predict`` and on the final samples."""
     generator = system.generator
+    # the model's own permute, looked up once for the run (else the rows' generic one)
+    permute = getattr(model, "permute", None) or functools.partial(permute_particles, model)
     with torch.no_grad():
         state = model.init(system.group_prompts, system.num_particles, generator)
         for step in range(system.num_steps):
-            state = _step(model, system, state, step, guidance_batch_size, hooks)
+            state = _step(model, system, state, step, guidance_batch_size, hooks, permute)
         times = StepTimes()
         start = time.perf_counter()
         sample = model.final_sample(state)
@@ -148,24 +151,29 @@ def _step(
     state: Any,
     step: int,
     guidance_batch_size: int | None,
-    hooks: SweepHooks | None = None,
+    hooks: SweepHooks | None,
+    permute: Callable[[Any, Any, torch.Tensor], tuple[Any, Any]],
 ) -> Any:
-    """One step of the chain: predict, score and resample where due, move; recorded."""
-    generator, times = system.generator, StepTimes()
-    start = time.perf_counter()
+    """One step of the chain: predict, score and resample where due, move; recorded.
+    ``permute(state, output, ancestors)`` reorders the model's particles."""
+    generator = system.generator
+    begin = time.perf_counter()
     output, prediction = model.predict(state, step, generator)
     if hooks is not None:
         state, output, prediction = hooks.after_predict(state, output, prediction, step)
-    start = times.add("model", start, sync_on=prediction)
+    if getattr(prediction, "is_cuda", False):  # its queued kernels count as the model's
+        torch.cuda.synchronize(prediction.device)
+    start = time.perf_counter()
+    model_seconds, decode_seconds, permute_seconds = start - begin, 0.0, 0.0
     if step in system.plan.scoring_steps:
         decoded = model.decode(prediction, final=False)
-        times.decode = time.perf_counter() - start
+        decode_seconds = time.perf_counter() - start
         ancestors = system.weigh_and_resample(step, decoded)
         start = time.perf_counter()
         if ancestors is not None:
-            state, output = permute_particles(model, state, output, ancestors)
+            state, output = permute(state, output, ancestors)
             now = time.perf_counter()
-            times.permute, start = now - start, now
+            permute_seconds, start = now - start, now
     strength = system.guidance_strength(step) if system.config.guidance != 0 else None
     if strength is not None:
         gradient = reward_gradient(
@@ -181,7 +189,10 @@ def _step(
         system.reweight(step, log_ratio)
     else:
         state = model.move(state, output, step, generator)
-    times.add("model", start, sync_on=state)
+    if getattr(state, "is_cuda", False):
+        torch.cuda.synchronize(state.device)
+    model_seconds += time.perf_counter() - start
+    times = StepTimes(model=model_seconds, decode=decode_seconds, permute=permute_seconds)
     # one evaluation per particle (the default), two when the move was guided
     evaluations = None if strength is None else system.plan.evaluations(guided=True)
     system.record(step, times, evaluations=evaluations)

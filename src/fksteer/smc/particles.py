@@ -31,11 +31,10 @@ Bookkeeping, all in float64 log space on the CPU, per group, vectorised over (G,
 - the final step adds the final potential and log_mean_exp of the final log-weights to the
   log-evidence, which makes exp(log_evidence) an unbiased estimate of Z.
 
-Per step only what the next step needs is computed (log-weights, potential state, ancestors);
-:meth:`finish` adds up the log-evidence increments of the resampling steps from the step records
-in one batched reduction, and the result's trace (:class:`~fksteer.smc.result.Trace`) computes
-each step's ESS, reward summaries and distinct ancestors from them, in a few more, when first
-read (:func:`~fksteer.smc.result.build_trace`).
+Per step only what the next step needs is computed (log-weights, potential state, ancestors):
+:meth:`finish` adds up the resampling steps' log-evidence increments from the step records in
+one reduction; the trace (:class:`~fksteer.smc.result.Trace`) computes each step's ESS, reward
+summaries and distinct ancestors from them when first read.
 
 A NaN or -inf reward at any step kills the particle (log-weight -inf, never resampled). At an
 intermediate step this restricts the target to paths whose predictions had finite rewards.
@@ -65,6 +64,7 @@ from fksteer.smc.resampling import (
     survivors_in_place,
     systematic,
     systematic_from_uniform,
+    uniforms_far_from_one,
 )
 from fksteer.smc.result import (
     SteeringResult,
@@ -208,6 +208,7 @@ class ParticleSystem:
             self._offsets = torch.arange(self.num_groups)[:, None] * self.num_particles
         self._unrecorded: dict[str, Any] | None = None
         self._uniforms: Iterator[torch.Tensor] | None = None  # see _draw
+        self._far_from_one = False  # every uniform of _uniforms below 1 - K 2^-46
         self._plain: bool | None = None  # see _runs_plain
         self._finished = False
 
@@ -508,8 +509,7 @@ class ParticleSystem:
         """(G, K) ancestors of every group by the run's scheme. A run that resamples every group
         with the systematic scheme at every scoring step (the ``always`` rule, no reference
         path) draws its uniforms, one per group and step, at the first: the same numbers in the
-        same order as one draw per step (the CPU generator fills a tensor in order), and the
-        generator ends the run in the same state."""
+        same order as one draw per step (the CPU generator fills a tensor in order)."""
         if self.scheme is not systematic or self.rule is not always or (
             self.reference_ancestor is not None
         ):
@@ -517,9 +517,12 @@ class ParticleSystem:
         if self._uniforms is None:
             shape = (len(self.plan.scoring_steps), self.num_groups, 1)
             uniforms = torch.rand(shape, generator=self.engine_generator, dtype=torch.float64)
+            self._far_from_one = uniforms_far_from_one(uniforms, self.num_particles)
             self._uniforms = iter(uniforms.neg_().unbind(0))  # -U, what the search reads
-        shift = next(self._uniforms)
-        return systematic_from_uniform(probabilities, self.num_particles, shift, negated=True)
+        # softmax rows: a positive total, or a NaN one (see systematic_from_uniform)
+        return systematic_from_uniform(
+            probabilities, self.num_particles, next(self._uniforms), True, self._far_from_one
+        )
 
     # -- the final step ---------------------------------------------------------------------
 

@@ -181,23 +181,48 @@ def final_reward(reward: Reward) -> Reward:
     return reward if final is None else final
 
 
-def call_reward(reward: Reward, samples: Any, prompts: Sequence[Any] | None) -> torch.Tensor:
+def call_reward(
+    reward: Reward, samples: Any, prompts: Sequence[Any] | None, batch_size: int | None = None
+) -> torch.Tensor:
     """``reward`` on a flat batch, in chunks of its ``batch_size``: (B,) float64 on the CPU.
 
-    ``prompts`` has one entry per sample, or is None. Raises a ValueError when the reward does
-    not return one value per sample.
+    ``prompts`` has one entry per sample, or is None; ``batch_size`` overrides the reward's
+    (each chunk is one call of this function with its own size). Raises a ValueError when the
+    reward does not return one value per sample.
     """
     total = samples.shape[0] if isinstance(samples, torch.Tensor) else len(samples)
-    batch_size = getattr(reward, "batch_size", None) or max(total, 1)
-    if batch_size >= total:  # one call: a tensor is passed as it is, anything else sliced
-        whole = samples if isinstance(samples, torch.Tensor) else samples[0:total]
-        return _reward_values(reward(whole, None if prompts is None else list(prompts)), total)
-    values = []
-    for start in range(0, total, batch_size):
-        stop = min(start + batch_size, total)
-        out = reward(samples[start:stop], None if prompts is None else list(prompts[start:stop]))
-        values.append(_reward_values(out, stop - start))
-    return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
+    if batch_size is None:
+        batch_size = getattr(reward, "batch_size", None) or max(total, 1)
+    if batch_size < total:
+        return torch.cat([
+            call_reward(
+                reward,
+                samples[start : min(start + batch_size, total)],
+                None if prompts is None else prompts[start : start + batch_size],
+                batch_size,
+            )
+            for start in range(0, total, batch_size)
+        ])
+    # one call: a tensor is passed as it is, anything else sliced
+    whole = samples if isinstance(samples, torch.Tensor) else samples[0:total]
+    out = reward(whole, None if prompts is None else list(prompts))
+    # the output as (B,) float64 on the CPU
+    if not isinstance(out, torch.Tensor):
+        out = torch.as_tensor(out)
+    if out.requires_grad:
+        out = out.detach()
+    if not out.is_cpu:
+        out = out.to(device="cpu", dtype=torch.float64)
+    elif out.dtype != torch.float64:
+        out = out.double()
+    if out.dim() != 1:
+        out = out.reshape(-1)
+    if out.numel() != total:
+        raise ValueError(
+            f"the reward returned {out.numel()} values for {total} samples: "
+            "it must return one float per sample."
+        )
+    return out
 
 
 def step_rewards(
@@ -235,21 +260,3 @@ def step_rewards(
             f"({' x '.join(map(str, shape))})."
         )
     return rewards.reshape(shape)
-
-
-def _reward_values(out: Any, expected: int) -> torch.Tensor:
-    """A reward's output as (B,) float64 on the CPU, or a ValueError when B != ``expected``."""
-    if not isinstance(out, torch.Tensor):
-        out = torch.as_tensor(out)
-    if out.requires_grad:
-        out = out.detach()
-    if out.dtype != torch.float64 or not out.is_cpu:
-        out = out.to(device="cpu", dtype=torch.float64)
-    if out.dim() != 1:
-        out = out.reshape(-1)
-    if out.numel() != expected:
-        raise ValueError(
-            f"the reward returned {out.numel()} values for {expected} samples: "
-            "it must return one float per sample."
-        )
-    return out

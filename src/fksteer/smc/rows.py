@@ -52,7 +52,13 @@ class ParticleRows(Protocol):
 
 
 def has_particle_rows(model: Any) -> bool:
-    """Whether ``model`` describes its per-particle state (:class:`ParticleRows`)."""
+    """Whether ``model`` describes its per-particle state (``isinstance(model, ParticleRows)``):
+    the common answer (both members there, neither None) is read directly, without the
+    protocol check's walk of its members (several microseconds a call)."""
+    if getattr(model, "particle_rows", None) is not None and (
+        getattr(model, "with_particle_rows", None) is not None
+    ):
+        return True
     return isinstance(model, ParticleRows)
 
 
