@@ -477,3 +477,16 @@ def test_particle_system_takes_rewards_computed_by_the_driver():
         system.weigh_and_resample(0, rewards=torch.zeros(3))
     with pytest.raises(ValueError, match="decoded samples or their rewards"):
         system.weigh_and_resample(0)
+
+
+def test_lambda_at_evaluates_fixed_tilts_and_refuses_run_time_ones():
+    """``smc.config.lambda_at`` (public): a number is itself at every step, a ramp is linear in
+    the step, and a tilt chosen during the run has no single value to give."""
+    from fksteer.smc.config import LinearRamp, lambda_at
+    from fksteer.smc.tempering import AdaptiveTilt
+
+    assert lambda_at(10.0, 3, 8) == 10.0
+    assert lambda_at(LinearRamp(0.0, 8.0), 2, 8) == pytest.approx(2.0)
+    assert lambda_at(LinearRamp(0.0, 8.0), 8, 8) == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="no single lambda per step"):
+        lambda_at(AdaptiveTilt(10.0), 1, 8)

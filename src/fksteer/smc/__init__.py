@@ -13,8 +13,11 @@ Modules, from the bottom up:
   way to call a reward), ``rows`` (a model's per-particle state, declared once; permuting and
   moving particles derive from it), ``wrapper`` (ModelWrapper, the base of models that wrap
   another);
-- ``plan`` (what every driver does the same way: scoring steps, guidance strength, evaluation
-  counts, time attribution), ``particles`` (the Feynman-Kac bookkeeping, driven step by step),
+- ``checks`` (the checks of a step's rewards and weights, AllParticlesDeadError),
+  ``systematic_search`` (systematic ancestors by one binary search, bit for bit the offspring
+  counts'), ``plan`` (what every driver does the same way: scoring steps, guidance strength,
+  evaluation counts, time attribution), ``particles`` (the Feynman-Kac bookkeeping, driven step
+  by step),
   ``guidance`` (reward-gradient proposals and their exact weights), ``result`` (SteeringResult,
   StepTrace);
 - ``engine`` (``steer``, the driver for any StepModel), ``search`` (SVDD, CoDe and beam search

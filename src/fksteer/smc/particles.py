@@ -230,7 +230,7 @@ class ParticleSystem:
         never crossing groups, by which the driver must reorder every per-particle tensor (state,
         model output, scheduler history, caches); or None when no group resampled.
         """
-        if torch.is_grad_enabled():  # the drivers run without autograd: checked, not entered
+        if torch.is_grad_enabled():  # _without_grad inlined: one frame fewer on the hot path
             with torch.no_grad():
                 return self.weigh_and_resample(step, decoded, rewards=rewards)
         if step not in self.plan.scoring_steps:
