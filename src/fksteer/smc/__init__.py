@@ -49,7 +49,7 @@ _EXPORTS = {
     "Budget": "particle_gibbs",
     "GibbsResult": "gibbs_result",
     "ParticleSystem": "particles",
-    "engine_generator": "particles",
+    "engine_generator": "plan",
     "AllParticlesDeadError": "particles",
     "Reward": "protocol",
     "StepModel": "protocol",
@@ -75,7 +75,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ load
     from fksteer.smc.engine import steer  # noqa: F401
     from fksteer.smc.gibbs_result import GibbsResult  # noqa: F401
     from fksteer.smc.particle_gibbs import Budget, gibbs  # noqa: F401
-    from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator  # noqa: F401
+    from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem  # noqa: F401
+    from fksteer.smc.plan import engine_generator  # noqa: F401
     from fksteer.smc.potentials import POTENTIALS  # noqa: F401
     from fksteer.smc.protocol import GuidedStepModel, Reward, StepModel  # noqa: F401
     from fksteer.smc.resampling import RESAMPLING_SCHEMES, resample  # noqa: F401

@@ -22,8 +22,8 @@ import torch
 
 from fksteer.smc.config import SEARCH_METHODS, FKConfig, SearchConfig
 from fksteer.smc.guidance import reward_gradient
-from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem, engine_generator
-from fksteer.smc.plan import StepTimes, require_guided_model
+from fksteer.smc.particles import AllParticlesDeadError, ParticleSystem
+from fksteer.smc.plan import StepTimes, engine_generator, require_guided_model
 from fksteer.smc.protocol import Reward, StepModel, is_step_model
 from fksteer.smc.result import SteeringResult
 from fksteer.smc.rows import has_particle_rows, permute_particles
@@ -53,7 +53,7 @@ def steer(
             passes ``prompts=None`` to the reward.
         generator: the model's noise; ``None`` seeds a fresh CPU generator. The engine's draws
             come from a generator derived from its seed
-            (:func:`~fksteer.smc.particles.engine_generator`).
+            (:func:`~fksteer.smc.plan.engine_generator`).
         method: ``"fk"`` steers; the baselines run through the same path with no intermediate
             reward calls: ``"base"`` (uniform weights), ``"best_of_n"`` (weight 1 on the best final
             reward) and ``"importance"`` (weights exp(lambda r(x_0))). Their ``log_evidence`` is

@@ -44,7 +44,6 @@ that forgets raises an error instead of losing that step's trace.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -55,7 +54,7 @@ import torch
 
 from fksteer.smc.checks import AllParticlesDeadError, argmax_finite, check_alive, check_no_plus_inf
 from fksteer.smc.config import FKConfig
-from fksteer.smc.plan import StepPlan, StepTimes, group_prompts
+from fksteer.smc.plan import StepPlan, StepTimes, engine_generator, group_prompts, without_grad
 from fksteer.smc.potentials import get_potential
 from fksteer.smc.protocol import Reward, final_reward, step_rewards
 from fksteer.smc.resampling import (
@@ -81,33 +80,6 @@ __all__ = ["ParticleSystem", "AllParticlesDeadError", "engine_generator"]
 
 logger = logging.getLogger(__name__)
 
-# Odd 64-bit constant (golden ratio) that decorrelates the engine's seed from the model's.
-_SEED_MIX = 0x9E3779B97F4A7C15
-
-
-def _without_grad(method: Callable) -> Callable:
-    """``method`` with autograd off. The drivers already run without it, so the check comes
-    first: a no_grad context entered on every call of every step costs more than the check."""
-
-    @functools.wraps(method)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        if not torch.is_grad_enabled():
-            return method(*args, **kwargs)
-        with torch.no_grad():
-            return method(*args, **kwargs)
-
-    return run
-
-
-def engine_generator(generator: torch.Generator) -> torch.Generator:
-    """A CPU generator for the engine's own draws, derived from ``generator``'s initial seed.
-
-    Nothing is drawn from ``generator``, so the model sees the same noise stream with and without
-    steering, and the same seed gives the same resampling.
-    """
-    seed = (generator.initial_seed() * _SEED_MIX + 1) % (2**63)
-    return torch.Generator(device="cpu").manual_seed(seed)
-
 
 class ParticleSystem:
     """Weights, evidence, resampling and trace of one steering run of G groups x K particles.
@@ -120,7 +92,7 @@ class ParticleSystem:
         prompts: one prompt per group (a single string is one group); ``None`` is one group and
             gives the reward ``prompts=None``.
         generator: the model's noise; ``None`` seeds a fresh CPU generator (``self.generator``).
-            The engine's own draws use :func:`engine_generator` of it.
+            The engine's own draws use :func:`~fksteer.smc.plan.engine_generator` of it.
         method: ``"fk"``, or a baseline through the same path: ``"base"``, ``"best_of_n"``,
             ``"importance"`` (no intermediate reward calls; see :func:`fksteer.steer`).
         num_predictions: clean predictions per particle at each scoring step (M); with M > 1 the
@@ -230,7 +202,7 @@ class ParticleSystem:
         never crossing groups, by which the driver must reorder every per-particle tensor (state,
         model output, scheduler history, caches); or None when no group resampled.
         """
-        if torch.is_grad_enabled():  # _without_grad inlined: one frame fewer on the hot path
+        if torch.is_grad_enabled():  # without_grad inlined: one frame fewer on the hot path
             with torch.no_grad():
                 return self.weigh_and_resample(step, decoded, rewards=rewards)
         if step not in self.plan.scoring_steps:
@@ -238,7 +210,12 @@ class ParticleSystem:
         if self._unrecorded is not None:
             self._require_recorded(f"score step {step}")
         start = time.perf_counter()
-        rewards = self._rewards(decoded, rewards, self.num_predictions)  # (G, K[, M])
+        # _rewards inlined (one frame fewer): with M = 1 the scoring shape and prompts are the
+        # per-particle ones
+        rewards = step_rewards(  # (G, K[, M])
+            self.reward, decoded, rewards, self._scoring_shape, self._scoring_prompts
+        )
+        self.samples_scored += rewards.numel()
         now = time.perf_counter()
         reward_seconds, start = now - start, now
         # one cheap check of every value (a NaN or an infinity makes the sum non-finite; an
@@ -265,7 +242,7 @@ class ParticleSystem:
         self._unrecorded = record
         return ancestors
 
-    @_without_grad
+    @without_grad
     def reweight(self, step: int, log_ratio: torch.Tensor) -> None:
         """Correct the weights for a move drawn from a proposal instead of the model's kernel.
 
@@ -320,7 +297,7 @@ class ParticleSystem:
         record["decode_seconds"] = times.decode
         self.records.append(record)
 
-    @_without_grad
+    @without_grad
     def finish(
         self, decoded: Any, *, rewards: torch.Tensor | None = None, times: StepTimes | None = None
     ) -> SteeringResult:

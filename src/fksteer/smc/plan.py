@@ -16,19 +16,61 @@ they must agree on is computed here, once:
   evaluates the model a second time, with gradients);
 - how time is attributed (:class:`StepTimes`: the driver measures the model, decoding, its own
   reward calls and permuting; the particle system measures its reward calls and bookkeeping);
-- how prompts become groups (:func:`group_prompts`).
+- how prompts become groups (:func:`group_prompts`);
+- how the engine's own random stream is seeded (:func:`engine_generator`: from the model's
+  generator, without drawing from it), and that the bookkeeping runs without autograd
+  (:func:`without_grad`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from fksteer.smc.config import METHODS, SEARCH_METHODS, FKConfig, guidance_at
 
-__all__ = ["StepPlan", "StepTimes", "group_prompts", "check_method", "require_guided_model"]
+__all__ = [
+    "StepPlan",
+    "StepTimes",
+    "group_prompts",
+    "check_method",
+    "require_guided_model",
+    "engine_generator",
+    "without_grad",
+]
+
+
+# Odd 64-bit constant (golden ratio) that decorrelates the engine's seed from the model's.
+_SEED_MIX = 0x9E3779B97F4A7C15
+
+
+def without_grad(method: Callable) -> Callable:
+    """``method`` with autograd off. The drivers already run without it, so the check comes
+    first: a no_grad context entered on every call of every step costs more than the check."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return method(*args, **kwargs)
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return run
+
+
+def engine_generator(generator: torch.Generator) -> torch.Generator:
+    """A CPU generator for the engine's own draws, derived from ``generator``'s initial seed.
+
+    Nothing is drawn from ``generator``, so the model sees the same noise stream with and without
+    steering, and the same seed gives the same resampling.
+    """
+    seed = (generator.initial_seed() * _SEED_MIX + 1) % (2**63)
+    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 def group_prompts(prompts: Sequence[Any] | str | None) -> list[Any]:
@@ -123,8 +165,6 @@ class StepTimes:
         ``sync_on`` (a CUDA tensor), so that asynchronous kernels count where they were queued.
         Returns the time now."""
         if getattr(sync_on, "is_cuda", False):
-            import torch
-
             torch.cuda.synchronize(sync_on.device)
         now = time.perf_counter()
         setattr(self, part, getattr(self, part) + now - since)

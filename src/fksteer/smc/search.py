@@ -48,8 +48,7 @@ from typing import Any
 import torch
 
 from fksteer.smc.config import FKConfig, SearchConfig
-from fksteer.smc.particles import engine_generator
-from fksteer.smc.plan import StepTimes, group_prompts
+from fksteer.smc.plan import StepTimes, engine_generator, group_prompts
 from fksteer.smc.protocol import Reward, StepModel, call_reward, final_reward
 from fksteer.smc.result import SteeringResult, StepTrace
 from fksteer.smc.rows import permute_particles
