@@ -232,6 +232,16 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(hidden_states, scale_factor=2.0, mode="nearest"))
 
 
+def _attention_layers(channels: int, count: int, shape: dict[str, Any]) -> nn.ModuleList:
+    """``count`` attention layers over ``channels``, one after each resnet of an Attn block."""
+    return nn.ModuleList(
+        [
+            Attention(channels, shape["head_dim"] or channels, shape["groups"], shape["eps"])
+            for _ in range(count)
+        ]
+    )
+
+
 class DownBlock(nn.Module):
     """Resnet blocks (each followed by attention in ``AttnDownBlock2D``), then a down-sampler."""
 
@@ -257,21 +267,7 @@ class DownBlock(nn.Module):
                 for i in range(num_layers)
             ]
         )
-        self.attentions = (
-            nn.ModuleList(
-                [
-                    Attention(
-                        out_channels,
-                        shape["head_dim"] or out_channels,
-                        shape["groups"],
-                        shape["eps"],
-                    )
-                    for _ in range(num_layers)
-                ]
-            )
-            if attention
-            else None
-        )
+        self.attentions = _attention_layers(out_channels, num_layers, shape) if attention else None
         self.downsamplers = (
             nn.ModuleList([Downsample(out_channels, shape["padding"])]) if add_downsample else None
         )
@@ -353,21 +349,7 @@ class UpBlock(nn.Module):
                 for i in range(num_layers)
             ]
         )
-        self.attentions = (
-            nn.ModuleList(
-                [
-                    Attention(
-                        out_channels,
-                        shape["head_dim"] or out_channels,
-                        shape["groups"],
-                        shape["eps"],
-                    )
-                    for _ in range(num_layers)
-                ]
-            )
-            if attention
-            else None
-        )
+        self.attentions = _attention_layers(out_channels, num_layers, shape) if attention else None
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if add_upsample else None
 
     def forward(self, hidden: torch.Tensor, skips: tuple, temb: torch.Tensor) -> torch.Tensor:
